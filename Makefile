@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine:
+#   make run   -- create .venv if missing, install, run the main job
+#   make test  -- create .venv if missing, install, lint and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Flower's SuperLink would otherwise `uv sync` the app's dependencies into a fresh environment per
+# run (pulling CUDA torch); we run the app in this project's own environment instead.
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+export FLWR_TELEMETRY_ENABLED := 0
+export PYTHONUNBUFFERED := 1
+
+.PHONY: run test lint install clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m mtmedformer.cli demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

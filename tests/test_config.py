@@ -1,0 +1,73 @@
+from dataclasses import FrozenInstanceError
+
+import pytest
+
+from mtmedformer.config import config_from_dict, load_config, to_dict
+from mtmedformer.config.loader import parse_overrides
+from mtmedformer.errors import ConfigError
+
+
+def test_defaults_are_valid_and_round_trip_through_dict():
+    # Prepare / Execute
+    cfg = config_from_dict({})
+    # Assert
+    assert config_from_dict(to_dict(cfg)) == cfg
+
+
+def test_config_is_frozen():
+    cfg = config_from_dict({})
+    with pytest.raises(FrozenInstanceError):
+        cfg.data = None  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"dat": {}}, "dat: unknown key in the top level. Did you mean 'data'?"),
+        ({"data": {"imagesize": 64}}, "data.imagesize: unknown key in 'data'. Did you mean 'image_size'?"),
+        ({"data": {"image_size": "big"}}, "data.image_size: expected an integer, got 'big'"),
+        ({"data": {"image_size": True}}, "data.image_size: expected an integer, got True"),
+        ({"data": {"augment": 1}}, "data.augment: expected true or false, got 1"),
+        ({"data": {"source": "manifets", "path": "x.csv"}}, "Did you mean 'manifest'?"),
+        ({"data": {"source": "manifest"}}, "data.path: is required when source is 'manifest'"),
+        ({"data": {"classes": ["a"]}}, "data.classes: needs at least two class names"),
+        ({"data": {"window_percentiles": [99, 1]}}, "data.window_percentiles: needs 0 <= low < high <= 100"),
+        ({"data": {"window_percentiles": [1]}}, "data.window_percentiles: expected a list of 2 values, got 1"),
+        ({"data": {"synthetic": {"num_sites": 0}}}, "data.synthetic.num_sites: must be > 0, got 0"),
+        ({"data": 3}, "data: expected a mapping of DataConfig settings, got 3"),
+    ],
+)
+def test_bad_values_name_the_key_path(data, expected):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert expected in str(info.value)
+
+
+def test_overrides_are_parsed_as_yaml_and_merged():
+    # Prepare
+    base = {"data": {"image_size": 64, "classes": ["normal", "pneumonia"]}}
+    # Execute
+    cfg = config_from_dict(base, ["data.image_size=96", "data.synthetic.modality=chest_xray"])
+    # Assert
+    assert cfg.data.image_size == 96
+    assert cfg.data.classes == ("normal", "pneumonia")
+    assert cfg.data.synthetic.modality == "chest_xray"
+
+
+@pytest.mark.parametrize("item", ["noequals", "=3"])
+def test_malformed_override_is_rejected(item):
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_overrides([item])
+
+
+def test_missing_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(scalar)
