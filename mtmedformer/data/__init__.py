@@ -1,0 +1,1 @@
+"""Data layer: records, readers for the manifest and public layouts, synthetic data, datasets and splits."""
