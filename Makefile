@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m mtmedformer.cli demo
+	VENV=$(VENV) scripts/simulate.sh configs/federated_demo.yaml 3
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

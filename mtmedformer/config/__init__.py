@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mtmedformer.config.loader import deep_merge, from_dict, parse_overrides, read_yaml, to_dict
 from mtmedformer.config.data import DataConfig, SyntheticConfig
+from mtmedformer.config.loader import deep_merge, from_dict, parse_overrides, read_yaml, to_dict
 from mtmedformer.config.schema import ExperimentConfig
 
 __all__ = [

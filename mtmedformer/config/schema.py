@@ -11,17 +11,53 @@ from dataclasses import dataclass, field
 
 from mtmedformer import TASKS
 from mtmedformer.config.data import DataConfig
+from mtmedformer.config.federated import FederatedConfig
 from mtmedformer.config.loader import FieldError, suggest
+from mtmedformer.config.loss import LossConfig
+from mtmedformer.config.model import ModelConfig
+from mtmedformer.config.train import TrainConfig
+
+_SYNTHETIC_CLASSES = {"mammography": ("benign", "malignant"), "chest_xray": ("normal", "pneumonia")}
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """The whole experiment. Sections are added by the model, training and federated layers."""
+    """The whole experiment: data, model, loss, training and federated sections."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
 
     def __post_init__(self) -> None:
-        pass
+        if self.model.arch == "vit" and self.data.image_size % self.model.patch_size:
+            raise FieldError(
+                "data.image_size",
+                f"{self.data.image_size} is not a multiple of model.patch_size {self.model.patch_size}; "
+                "change one of them",
+            )
+        if self.model.arch == "cnn" and (self.data.image_size % 32 or self.data.image_size < 64):
+            raise FieldError(
+                "data.image_size",
+                f"{self.data.image_size} does not suit the CNN baseline: use a multiple of 32, at least 64",
+            )
+        if self.data.source == "synthetic":
+            expected = _SYNTHETIC_CLASSES[self.data.synthetic.modality]
+            if tuple(self.data.classes) != expected:
+                raise FieldError(
+                    "data.classes",
+                    f"the synthetic {self.data.synthetic.modality} set has classes {list(expected)}, "
+                    f"got {list(self.data.classes)}; set data.classes: {list(expected)}",
+                )
+        if self.loss.classification.class_weights is not None and len(self.loss.classification.class_weights) != len(
+            self.data.classes
+        ):
+            raise FieldError(
+                "loss.classification.class_weights",
+                f"needs one weight per class of data.classes ({len(self.data.classes)}), "
+                f"got {len(self.loss.classification.class_weights)}",
+            )
 
 
 def check_tasks(name: str, tasks: tuple[str, ...]) -> None:

@@ -1,0 +1,95 @@
+"""Federated section of the experiment config: rounds, strategy, client sampling and simulation partitions.
+
+Plain data: the Flower adapters (``server/``, ``client/``) read it; the library never imports Flower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mtmedformer.config.loader import FieldError
+
+StrategyName = Literal[
+    "fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "fedmedian", "fedtrimmedavg", "bnp_matching"
+]
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """How the simulation splits the configured data set into hospitals (ignored in deployment)."""
+
+    scheme: Literal["site", "iid", "dirichlet", "quantity"] = "site"  # site = the data's own `site` column
+    alpha: float = 0.5  # Dirichlet concentration for label/quantity skew (small = more skewed)
+    seed: int = 0  # seed of the partition
+
+    def __post_init__(self) -> None:
+        if self.alpha <= 0:
+            raise FieldError("alpha", f"must be > 0, got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class StrategyOptions:
+    """Options of Flower's strategies; each strategy reads only its own (see README)."""
+
+    proximal_mu: float = 0.01  # FedProx: weight of the proximal term added to the local loss
+    server_lr: float = 0.1  # FedAdam/FedYogi: server step size (eta); FedAvgM: server learning rate
+    server_momentum: float = 0.9  # FedAvgM momentum
+    beta_1: float = 0.9  # FedAdam/FedYogi first-moment decay
+    beta_2: float = 0.99  # FedAdam/FedYogi second-moment decay
+    tau: float = 1e-3  # FedAdam/FedYogi adaptivity (epsilon)
+    trim_beta: float = 0.2  # FedTrimmedAvg: fraction trimmed at each end, in [0, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.proximal_mu < 0:
+            raise FieldError("proximal_mu", f"must be >= 0, got {self.proximal_mu}")
+        for name in ("server_lr", "tau"):
+            if getattr(self, name) <= 0:
+                raise FieldError(name, f"must be > 0, got {getattr(self, name)}")
+        for name in ("server_momentum", "beta_1", "beta_2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise FieldError(name, f"must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.trim_beta < 0.5:
+            raise FieldError("trim_beta", f"must be in [0, 0.5), got {self.trim_beta}")
+
+
+@dataclass(frozen=True)
+class FederatedConfig:
+    """Federated training settings."""
+
+    rounds: int = 5  # server rounds
+    strategy: StrategyName = "fedavg"  # aggregation strategy
+    local_epochs: int = 1  # local epochs per round at each site
+    local_steps: int | None = None  # cap on local optimisation steps per round (None = whole epochs)
+    fraction_train: float = 1.0  # fraction of connected sites sampled for training each round
+    fraction_evaluate: float = 1.0  # fraction of connected sites sampled for evaluation each round
+    min_train_nodes: int = 2  # a round proceeds only when at least this many sites replied to training
+    min_evaluate_nodes: int = 2  # sampled for evaluation (at least)
+    min_available_nodes: int = 2  # wait until this many sites are connected
+    round_timeout_s: float = 3600.0  # how long the server waits for replies in one round
+    client_threads: int = 1  # torch intra-op threads per client process (1 per simulated client)
+    keep_optimizer_state: bool = False  # keep each site's optimizer state across rounds (in node state)
+    server_evaluation: bool = False  # also evaluate the global model on the pooled test split at the server
+    output_dir: str = "runs/federated"  # results of the run (a sub-folder per run)
+    strategy_options: StrategyOptions = field(default_factory=StrategyOptions)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "local_epochs", "client_threads"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.local_steps is not None and self.local_steps < 1:
+            raise FieldError("local_steps", f"must be >= 1 or null, got {self.local_steps}")
+        for name in ("fraction_train", "fraction_evaluate"):
+            if not 0 < getattr(self, name) <= 1:
+                raise FieldError(name, f"must be in (0, 1], got {getattr(self, name)}")
+        for name in ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.min_available_nodes < max(self.min_train_nodes, self.min_evaluate_nodes):
+            raise FieldError(
+                "min_available_nodes",
+                f"({self.min_available_nodes}) must be >= min_train_nodes and min_evaluate_nodes",
+            )
+        if self.round_timeout_s <= 0:
+            raise FieldError("round_timeout_s", f"must be > 0, got {self.round_timeout_s}")

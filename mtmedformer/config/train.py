@@ -1,0 +1,49 @@
+"""Training section of the experiment config: optimisation, budget, seeds and outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mtmedformer.config.loader import FieldError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is trained (centrally, locally at a site, or per federated round)."""
+
+    epochs: int = 20  # passes over the training split (per federated round: see federated.local_epochs)
+    batch_size: int = 16  # images per optimisation step
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 5e-4  # peak learning rate
+    weight_decay: float = 0.05  # decoupled weight decay (AdamW) or L2 (SGD); not applied to norms/biases
+    momentum: float = 0.9  # SGD momentum (ignored by AdamW)
+    scheduler: Literal["cosine", "constant"] = "cosine"  # per-step schedule after warm-up
+    warmup_steps: int = 20  # linear warm-up from 0 to lr, in optimisation steps
+    grad_clip: float | None = 1.0  # max global gradient norm; None = no clipping
+    max_minutes: float | None = None  # wall-clock training budget; stops mid-epoch when reached
+    seed: int = 0  # seeds model init, data order and augmentation
+    threads: int | None = None  # torch intra-op threads; None = leave torch's default
+    monitor: str = "mean_score"  # validation metric that picks the best checkpoint (higher is better)
+    eval_every: int = 1  # validate every this many epochs (and always after the last)
+    output_dir: str = "runs/train"  # run folder: checkpoints, history, plots, resolved config
+    progress: bool = True  # show progress bars
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise FieldError("lr", f"must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise FieldError("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise FieldError("momentum", f"must be in [0, 1), got {self.momentum}")
+        if self.warmup_steps < 0:
+            raise FieldError("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise FieldError("grad_clip", f"must be > 0 or null, got {self.grad_clip}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise FieldError("max_minutes", f"must be > 0 or null, got {self.max_minutes}")
+        if self.threads is not None and self.threads < 1:
+            raise FieldError("threads", f"must be >= 1 or null, got {self.threads}")

@@ -1,0 +1,1 @@
+"""The one training/evaluation engine, shared by centralized training and the federated client."""

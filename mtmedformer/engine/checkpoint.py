@@ -1,0 +1,114 @@
+"""Checkpoints that carry their config, so a model can be rebuilt from its file alone (as nanoGPT does)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtmedformer.atomic import atomic_torch_save
+from mtmedformer.config import ExperimentConfig, config_from_dict, to_dict
+from mtmedformer.errors import MTMedFormerError
+
+FORMAT = "mtmedformer-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(MTMedFormerError):
+    """A checkpoint file is missing, corrupt, or not an MTMedFormer checkpoint."""
+
+
+@dataclass
+class Checkpoint:
+    """The content of a checkpoint file.
+
+    Attributes
+    ----------
+    config
+        The experiment config the model was built and trained with.
+    model_state
+        ``model.state_dict()``.
+    loss_state
+        ``loss_fn.state_dict()`` (learned task weights), or empty.
+    optimizer_state, scheduler_state
+        For resuming training; None in exported models.
+    epoch
+        Epochs (or federated rounds) completed.
+    metrics
+        Validation metrics at save time.
+    extra
+        Anything else the writer needs to resume (e.g. metric history, RNG states).
+    """
+
+    config: ExperimentConfig
+    model_state: dict[str, torch.Tensor]
+    loss_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any] | None
+    scheduler_state: dict[str, Any] | None
+    epoch: int
+    metrics: dict[str, Any]
+    extra: dict[str, Any]
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    config: ExperimentConfig,
+    model: nn.Module,
+    epoch: int,
+    metrics: dict[str, Any] | None = None,
+    loss_fn: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically (a crash mid-write leaves the previous file intact)."""
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "config": to_dict(config),
+        "model": model.state_dict(),
+        "loss": loss_fn.state_dict() if loss_fn is not None else {},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": int(epoch),
+        "metrics": dict(metrics or {}),
+        "extra": dict(extra or {}),
+    }
+    atomic_torch_save(path, payload)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, unreadable, or not an MTMedFormer checkpoint of a known version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a best.pt/last.pt written by a training run")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/corrupt/unsafe files
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an MTMedFormer checkpoint (no '{FORMAT}' marker)")
+    if payload.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {payload.get('version')}; this version reads {FORMAT_VERSION}"
+        )
+    return Checkpoint(
+        config=config_from_dict(payload["config"]),
+        model_state=payload["model"],
+        loss_state=payload.get("loss") or {},
+        optimizer_state=payload.get("optimizer"),
+        scheduler_state=payload.get("scheduler"),
+        epoch=int(payload["epoch"]),
+        metrics=payload.get("metrics") or {},
+        extra=payload.get("extra") or {},
+    )

@@ -1,0 +1,219 @@
+"""One training epoch and one evaluation pass: the functions both centralized and federated training call."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mtmedformer.data.batch import Batch
+from mtmedformer.metrics import MultiTaskEvaluator
+
+log = logging.getLogger(__name__)
+
+PRIMARY_METRICS: dict[str, tuple[str, ...]] = {
+    # per task, the metric that summarises it, with fallbacks when the first is undefined on a split
+    "classification": ("classification/auc", "classification/accuracy"),
+    "segmentation": ("segmentation/dice",),
+    "detection": ("detection/map50",),
+}
+
+
+@dataclass
+class EpochResult:
+    """What one pass of local training did.
+
+    Attributes
+    ----------
+    loss
+        Mean total (weighted) loss over the steps.
+    task_losses
+        Per task, the mean of its loss over the samples annotated for it.
+    task_counts
+        Per task, how many training samples carried its annotation (what the task head learned from).
+    num_examples
+        Samples seen (images, not batches).
+    num_steps
+        Optimisation steps taken.
+    seconds
+        Wall time of the pass.
+    budget_reached
+        True when the pass stopped early because the time budget ran out.
+    """
+
+    loss: float
+    task_losses: dict[str, float] = field(default_factory=dict)
+    task_counts: dict[str, int] = field(default_factory=dict)
+    num_examples: int = 0
+    num_steps: int = 0
+    seconds: float = 0.0
+    budget_reached: bool = False
+
+
+def _grad_is_finite(params: Iterable[nn.Parameter]) -> bool:
+    return all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
+
+
+def train_epoch(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    loader: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    *,
+    grad_clip: float | None = None,
+    deadline: float | None = None,
+    max_steps: int | None = None,
+    extra_loss: Callable[[], torch.Tensor] | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> EpochResult:
+    """Train ``model`` for one pass over ``loader``.
+
+    Parameters
+    ----------
+    model
+        Multi-task model; ``model(image)`` returns a dict of task outputs.
+    loss_fn
+        :class:`~mtmedformer.losses.HybridLoss`: ``loss_fn(outputs, batch)`` returns total, per-task losses and
+        per-task annotated counts.
+    loader
+        Yields :class:`~mtmedformer.data.batch.Batch`.
+    optimizer, scheduler
+        Stepped once per batch (the scheduler after the optimizer).
+    grad_clip
+        Max global gradient norm, or None.
+    deadline
+        ``time.monotonic()`` value after which the pass stops (time-budgeted training).
+    max_steps
+        Stop after this many steps (None = whole pass).
+    extra_loss
+        Called every step and added to the loss, e.g. FedProx's proximal term (Li et al., MLSys 2020).
+    progress
+        Show a progress bar.
+    desc
+        Progress bar label.
+
+    Raises
+    ------
+    FloatingPointError
+        If the loss becomes NaN or infinite: lower the learning rate or check the data.
+    """
+    model.train()
+    loss_fn.train()
+    start = time.monotonic()
+    total, steps, examples = 0.0, 0, 0
+    task_sum: dict[str, float] = {}
+    task_n: dict[str, int] = {}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    result_budget = False
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
+    for batch in bar:
+        if (deadline is not None and time.monotonic() >= deadline) or (max_steps is not None and steps >= max_steps):
+            result_budget = deadline is not None and time.monotonic() >= deadline
+            break
+        outputs = model(batch.image)
+        out = loss_fn(outputs, batch)
+        if not torch.isfinite(out.total):
+            raise FloatingPointError(
+                f"training loss became {out.total.item()} at step {steps} (per task: "
+                f"{ {k: float(v) for k, v in out.per_task.items()} }); lower train.lr or check the data"
+            )
+        loss = out.total + extra_loss() if extra_loss is not None else out.total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        if not _grad_is_finite(params):
+            log.warning("non-finite gradient at step %d: step skipped", steps)
+            continue
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        steps += 1
+        examples += len(batch)
+        total += float(out.total.detach())
+        for task, value in out.per_task.items():
+            n = int(out.counts.get(task, 0))
+            if n:
+                task_sum[task] = task_sum.get(task, 0.0) + float(value) * n
+                task_n[task] = task_n.get(task, 0) + n
+        bar.set_postfix(loss=f"{total / steps:.4f}")
+    return EpochResult(
+        loss=total / max(steps, 1),
+        task_losses={t: task_sum[t] / task_n[t] for t in task_sum},
+        task_counts=task_n,
+        num_examples=examples,
+        num_steps=steps,
+        seconds=time.monotonic() - start,
+        budget_reached=result_budget,
+    )
+
+
+def primary_score(metrics: dict[str, float | None], tasks: Iterable[str]) -> float | None:
+    """Mean over ``tasks`` of each task's summary metric (Dice, AUC, mAP@0.5); undefined tasks are left out."""
+    values = []
+    for task in tasks:
+        for key in PRIMARY_METRICS[task]:
+            value = metrics.get(key)
+            if value is not None:
+                values.append(float(value))
+                break
+    return sum(values) / len(values) if values else None
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Batch],
+    num_classes: int,
+    *,
+    loss_fn: nn.Module | None = None,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[str, float | None]:
+    """Evaluate ``model`` on ``loader`` and return flat metrics.
+
+    Returns
+    -------
+    dict
+        The :class:`~mtmedformer.metrics.MultiTaskEvaluator` metrics (``"segmentation/dice"``, ...; ``None`` where
+        undefined), ``"loss"`` and ``"<task>/loss"`` when ``loss_fn`` is given, ``"mean_score"`` (see
+        :func:`primary_score`) and ``"num_examples"``.
+    """
+    model.eval()
+    tasks = tuple(model.tasks)
+    evaluator = MultiTaskEvaluator(tasks, num_classes)
+    loss_sum, loss_batches, examples = 0.0, 0, 0
+    task_sum: dict[str, float] = {}
+    task_n: dict[str, int] = {}
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+        outputs = model(batch.image)
+        detections = None
+        if "detection" in tasks:
+            detections = model.heads["detection"].decode(outputs["detection"], tuple(batch.image.shape[-2:]))
+        evaluator.update(outputs, batch, detections)
+        examples += len(batch)
+        if loss_fn is not None:
+            loss_fn.eval()
+            out = loss_fn(outputs, batch)
+            loss_sum += float(out.total)
+            loss_batches += 1
+            for task, value in out.per_task.items():
+                n = int(out.counts.get(task, 0))
+                if n:
+                    task_sum[task] = task_sum.get(task, 0.0) + float(value) * n
+                    task_n[task] = task_n.get(task, 0) + n
+    metrics: dict[str, float | None] = dict(evaluator.compute())
+    if loss_fn is not None:
+        metrics["loss"] = loss_sum / max(loss_batches, 1)
+        for task in task_sum:
+            metrics[f"{task}/loss"] = task_sum[task] / task_n[task]
+    metrics["mean_score"] = primary_score(metrics, tasks)
+    metrics["num_examples"] = examples
+    return metrics

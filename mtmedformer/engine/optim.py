@@ -1,0 +1,58 @@
+"""Optimizer and learning-rate schedule construction."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mtmedformer.config.train import TrainConfig
+
+# Parameters that must not be weight-decayed: decaying norms, biases and embeddings hurts ViTs.
+_NO_DECAY_SUFFIXES = ("bias", "cls_token", "pos_embed")
+
+
+def _no_decay(name: str, param: nn.Parameter) -> bool:
+    return param.ndim <= 1 or name.endswith(_NO_DECAY_SUFFIXES)
+
+
+def build_optimizer(modules: dict[str, nn.Module], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Build AdamW or SGD over the trainable parameters of ``modules`` (e.g. model and loss weights).
+
+    Parameters
+    ----------
+    modules
+        Named modules whose parameters are optimised together, e.g. ``{"model": m, "loss": l}``.
+    cfg
+        Training settings (optimizer, lr, weight decay, momentum).
+    """
+    decay, no_decay = [], []
+    for prefix, module in modules.items():
+        for name, param in module.named_parameters():
+            if param.requires_grad:
+                (no_decay if _no_decay(f"{prefix}.{name}", param) else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up for ``cfg.warmup_steps`` steps, then cosine decay to 0 at ``total_steps`` (or constant)."""
+    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if cfg.scheduler == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
