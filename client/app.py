@@ -1,0 +1,101 @@
+"""ClientApp (``client.app:app``): one hospital's local training and evaluation of the global model.
+
+The server sends, each round, the global weights (ArrayRecord) and a ConfigRecord with the round number and
+the resolved experiment config as YAML; the site's own settings come from the SuperNode's ``--node-config``
+(``data-manifest``, ``site-name``) or, in simulation, from ``partition-id``/``num-partitions``. All
+PyTorch work is done by ``mtmedformer`` (no Flower there); this module only translates Messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from client.site import SiteSession, open_session
+from mtmedformer import TASKS
+from mtmedformer.engine.local import train_locally
+from mtmedformer.engine.loop import evaluate
+from mtmedformer.logs import setup_logging
+from strategies import keys
+
+log = logging.getLogger(__name__)
+setup_logging()
+app = ClientApp()
+
+
+def _reply(msg: Message, session: SiteSession, metrics: dict[str, float], arrays: ArrayRecord | None) -> Message:
+    content = RecordDict({keys.METRICS: MetricRecord(metrics), keys.SITE: ConfigRecord({keys.SITE_NAME: session.name})})
+    if arrays is not None:
+        content[keys.ARRAYS] = arrays
+    return Message(content=content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received global model on the site's training split and reply with the new weights.
+
+    The MetricRecord holds ``num-examples`` (training images), per task the annotated-image count and a 0/1
+    "trained" flag, per-task and total losses, and the local wall time ``train-seconds``.
+    """
+    session = open_session(msg, context)
+    session.maybe_fail("train")
+    config = msg.content[keys.CONFIG]
+    cfg = session.cfg
+    model, loss_fn = session.model_and_loss(msg.content[keys.ARRAYS])
+    counts = session.data.train.task_counts()
+    epochs = int(config.get(keys.LOCAL_EPOCHS, cfg.federated.local_epochs))
+    result = train_locally(
+        model, loss_fn, session.data.train, cfg,
+        epochs=epochs,
+        first_epoch=(session.server_round - 1) * epochs,
+        max_steps=cfg.federated.local_steps,
+        seed=session.round_seed(),
+        proximal_mu=float(config.get(keys.PROXIMAL_MU, 0.0)),
+        optimizer_state=session.load_optimizer_state(),
+    )
+    session.save_local_state(loss_fn, result.optimizer_state)
+    metrics: dict[str, float] = {
+        keys.NUM_EXAMPLES: len(session.data.train),
+        keys.TRAIN_SECONDS: result.seconds,
+        keys.LOSS: result.loss,
+    }
+    for task in TASKS:
+        trained = task in model.tasks and counts.get(task, 0) > 0
+        metrics[keys.task_count_key(task)] = counts.get(task, 0) if trained else 0
+        metrics[keys.task_trained_key(task)] = 1.0 if trained else 0.0
+        metrics[keys.task_loss_key(task)] = result.task_losses.get(task, float("nan"))
+    return _reply(msg, session, metrics, ArrayRecord(model.state_dict()))
+
+
+@app.evaluate()
+def evaluate_global(msg: Message, context: Context) -> Message:
+    """Evaluate the received global model on the site's validation split (or ``eval-split`` from the config).
+
+    Metrics are flat ``"<task>/<metric>"`` numbers with ``"<task>/num-examples"`` counts, so the server can
+    weight each task by the samples annotated for it; undefined values (e.g. AUC on a single-class split) are
+    NaN and left out of the server's averages.
+    """
+    session = open_session(msg, context)
+    session.maybe_fail("evaluate")
+    split = str(msg.content[keys.CONFIG].get("eval-split", "val"))
+    dataset = {"val": session.data.val, "test": session.data.test, "train": session.data.train}.get(split)
+    if dataset is None or len(dataset) == 0:
+        dataset = session.data.train
+        log.warning("site %s has no '%s' split: evaluating on its training split", session.name, split)
+    model, loss_fn = session.model_and_loss(msg.content[keys.ARRAYS])
+    start = time.monotonic()
+    with torch.no_grad():
+        values = evaluate(model, session.loader(dataset), len(session.cfg.data.classes), loss_fn=loss_fn)
+    metrics: dict[str, float] = {keys.NUM_EXAMPLES: len(dataset), "eval-seconds": time.monotonic() - start}
+    for key, value in values.items():
+        if key.endswith("/n"):
+            metrics[keys.task_count_key(key.split("/")[0])] = float(value or 0)
+        elif key != "num_examples":
+            metrics[key] = float("nan") if value is None else float(value)
+    for task in TASKS:
+        metrics.setdefault(keys.task_count_key(task), 0.0)
+    return _reply(msg, session, metrics, None)

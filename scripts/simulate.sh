@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Run a federated simulation with `flwr run .` on Flower's Ray backend, then stop the local SuperLink
+# that `flwr run` leaves in the background, so later runs and tests start from a clean slate.
+#
+# Usage: scripts/simulate.sh [EXPERIMENT_YAML] [NUM_SUPERNODES] [extra flwr run args...]
+# Results: runs/federated/<timestamp>/ (report.md, rounds.csv, sites.csv, plots/, checkpoints/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+experiment="${1:-configs/federated_demo.yaml}"
+supernodes="${2:-3}"
+shift $(( $# > 2 ? 2 : $# )) || true
+bin="${VENV:-.venv}/bin"
+export FLWR_HOME="${FLWR_HOME:-$PWD/.flwr}"
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_TELEMETRY_ENABLED=0
+run_name="$(date +%Y%m%d-%H%M%S)"
+out="$PWD/runs/federated"
+database="$FLWR_HOME/local-superlink/state.db"
+
+stop_local_superlink() {
+  # Only the SuperLink that uses this FLWR_HOME's database: never someone else's.
+  pkill -f -- "flower-superlink.*--database $database" 2>/dev/null || true
+}
+trap stop_local_superlink EXIT
+stop_local_superlink  # a stale one from an earlier, interrupted run may hold the ports
+
+"$bin/flwr" run . --stream \
+  --federation-config "num-supernodes=$supernodes client-resources-num-cpus=1" \
+  --run-config "experiment='$experiment' output-dir='$out' run-name='$run_name'" "$@"
+
+if [ -f "$out/$run_name/report.md" ]; then
+  echo
+  echo "Federated run finished. Results: $out/$run_name"
+  echo "Report: $out/$run_name/report.md   (plots in $out/$run_name/plots/)"
+else
+  echo "The run did not produce a report; see the log above and $FLWR_HOME/local-superlink/superlink.log" >&2
+  exit 1
+fi

@@ -1,0 +1,1 @@
+"""Flower ServerApp of MTMedFormer-FL: coordinates federated rounds (thin adapter over the library)."""

@@ -1,0 +1,305 @@
+"""The federated round loop: sample, train, screen replies, aggregate, evaluate, record, checkpoint.
+
+Flower's ``Strategy.start`` always begins at round 1 and keeps its history in memory; this loop calls the
+same strategy hooks (``configure_train``, ``aggregate_train``, ``configure_evaluate``) but checkpoints after
+every round, so a killed server resumes at the next round with the same history, and it screens every reply
+before aggregation so that a failed, late or malformed client update never reaches the global model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from mtmedformer.config import ExperimentConfig, to_dict
+from mtmedformer.engine.checkpoint import save_checkpoint
+from mtmedformer.engine.loop import primary_score
+from server.results import AGGREGATE, write_results
+from server.state import ServerState, strategy_state
+from strategies import keys
+from strategies.metric_aggregation import aggregate_task_metrics
+from strategies.validation import check_update, check_weight
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Screened:
+    """Replies of one phase, split into usable ones and failures (site, reason)."""
+
+    accepted: list[Message] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _site_of(msg: Message, node_sites: dict[int, str]) -> str:
+    content_site = None
+    if msg.has_content() and keys.SITE in msg.content:
+        content_site = str(msg.content[keys.SITE].get(keys.SITE_NAME, "")) or None
+    node = int(msg.metadata.src_node_id)
+    if content_site:
+        node_sites[node] = content_site
+    return content_site or node_sites.get(node, f"node-{node}")
+
+
+def _metrics(msg: Message) -> dict[str, float]:
+    return dict(msg.content[keys.METRICS]) if keys.METRICS in msg.content else {}
+
+
+def screen_replies(
+    sent: list[Message],
+    replies: Iterable[Message],
+    node_sites: dict[int, str],
+    reference: dict[str, np.ndarray] | None,
+) -> Screened:
+    """Keep well-formed replies; describe every missing, failed or malformed one.
+
+    Parameters
+    ----------
+    sent
+        The messages sent this phase (their destinations that did not reply are reported as dropped).
+    replies
+        What came back within the round timeout.
+    node_sites
+        Node id -> site name, updated from replies.
+    reference
+        The global arrays sent for training, to check updates against; None for evaluation replies.
+    """
+    out = Screened()
+    replies = list(replies)
+    replied = {int(r.metadata.src_node_id) for r in replies}
+    for msg in sent:
+        node = int(msg.metadata.dst_node_id)
+        if node not in replied:
+            reason = "no reply within the round timeout (site offline, dropped out, or too slow)"
+            out.failures.append({"site": node_sites.get(node, f"node-{node}"), "node_id": node, "reason": reason})
+    for reply in replies:
+        site, node = _site_of(reply, node_sites), int(reply.metadata.src_node_id)
+        if reply.has_error():
+            problem = f"client failed: {reply.error.reason}"
+        elif keys.METRICS not in reply.content:
+            problem = "reply has no metric record"
+        else:
+            problem = check_weight(_metrics(reply), keys.NUM_EXAMPLES)
+            if problem is None and reference is not None:
+                if keys.ARRAYS not in reply.content:
+                    problem = "training reply has no model arrays"
+                else:
+                    update = {k: v.numpy() for k, v in reply.content[keys.ARRAYS].items()}
+                    problem = check_update(update, reference)
+        if problem is None:
+            out.accepted.append(reply)
+        else:
+            out.failures.append({"site": site, "node_id": node, "reason": problem})
+    # Aggregation sums in reply order; a fixed order makes rounds (and resumed runs) bit-reproducible.
+    out.accepted.sort(key=lambda m: _site_of(m, node_sites))
+    return out
+
+
+def _numpy_state(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in state.items()}
+
+
+def _as_reference_dtypes(arrays: ArrayRecord, reference: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    # Weighted averaging turns integer buffers (e.g. BatchNorm's num_batches_tracked) into floats: cast back.
+    return {k: torch.from_numpy(np.asarray(v.numpy()).astype(reference[k].dtype)) for k, v in arrays.items()}
+
+
+class RoundLoop:
+    """Runs rounds ``state.round + 1 .. cfg.federated.rounds`` and keeps ``run_dir`` up to date.
+
+    Parameters
+    ----------
+    grid
+        Flower grid to reach the sites.
+    strategy
+        A Flower Message-API strategy (or the project's matching strategy).
+    cfg
+        The experiment config.
+    run_dir
+        Results folder (checkpoints, history, report).
+    state
+        Where to start (a fresh state at round 0, or one loaded to resume).
+    server_evaluate
+        Optional ``(round, state_dict) -> metrics`` evaluation of the global model at the server.
+    stop_after
+        Stop after this round even if more are configured (used by tests to simulate a killed server).
+    """
+
+    def __init__(
+        self,
+        grid: Grid,
+        strategy: Strategy,
+        cfg: ExperimentConfig,
+        run_dir: Path,
+        state: ServerState,
+        server_evaluate: Callable[[int, dict[str, torch.Tensor]], dict[str, Any]] | None = None,
+        stop_after: int | None = None,
+    ) -> None:
+        self.grid, self.strategy, self.cfg, self.run_dir, self.state = grid, strategy, cfg, run_dir, state
+        self.server_evaluate = server_evaluate
+        self.stop_after = stop_after
+        self.experiment_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+    def _config(self, server_round: int, **extra: Any) -> ConfigRecord:
+        return ConfigRecord(
+            {
+                "experiment": self.experiment_yaml,
+                keys.LOCAL_EPOCHS: self.cfg.federated.local_epochs,
+                keys.SERVER_ROUND: server_round,
+                **extra,
+            }
+        )
+
+    def _record(self, server_round: int, phase: str, site: str, metrics: dict[str, Any]) -> None:
+        self.state.history.append({"round": server_round, "phase": phase, "site": site, **metrics})
+
+    def _train(self, rnd: int, arrays: ArrayRecord) -> tuple[dict[str, float], int]:
+        reference = _numpy_state(self.state.global_state)
+        sent = list(self.strategy.configure_train(rnd, arrays, self._config(rnd), self.grid))
+        replies = self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s)
+        screened = screen_replies(sent, replies, self.state.node_sites, reference)
+        for failure in screened.failures:
+            log.warning("round %d: training reply of site %s rejected: %s", rnd, failure["site"], failure["reason"])
+            self._record(
+                rnd,
+                "failure",
+                failure["site"],
+                {"node_id": failure["node_id"], "reason": failure["reason"], "failed_phase": "train"},
+            )
+        for reply in screened.accepted:
+            self._record(rnd, "train", _site_of(reply, self.state.node_sites), _metrics(reply))
+        if len(screened.accepted) < self.cfg.federated.min_train_nodes:
+            log.error(
+                "round %d: only %d of %d sites returned usable updates (< federated.min_train_nodes=%d); "
+                "the global model is kept unchanged",
+                rnd,
+                len(screened.accepted),
+                len(sent),
+                self.cfg.federated.min_train_nodes,
+            )
+            return {}, len(screened.accepted)
+        new_arrays, _ = self.strategy.aggregate_train(rnd, screened.accepted)
+        if new_arrays is not None:
+            candidate = _as_reference_dtypes(new_arrays, reference)
+            problem = check_update({k: v.numpy() for k, v in candidate.items()}, reference)
+            if problem is None:
+                self.state.global_state = candidate
+            else:
+                log.error("round %d: aggregate rejected (%s); global model kept", rnd, problem)
+        train_metrics = aggregate_task_metrics(_metrics(r) for r in screened.accepted)
+        self._record(rnd, "train", AGGREGATE, train_metrics)
+        return train_metrics, len(screened.accepted)
+
+    def evaluate_split(self, rnd: int, split: str) -> dict[str, float]:
+        """Evaluate the global model on every sampled site's ``split``; record per-site and weighted metrics."""
+        arrays = ArrayRecord(self.state.global_state)
+        config = self._config(rnd, **{"eval-split": split})
+        sent = list(self.strategy.configure_evaluate(rnd, arrays, config, self.grid))
+        if not sent:
+            return {}
+        replies = self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s)
+        screened = screen_replies(sent, replies, self.state.node_sites, None)
+        phase = "val" if split == "val" else split
+        for failure in screened.failures:
+            log.warning("round %d: evaluation of site %s failed: %s", rnd, failure["site"], failure["reason"])
+            self._record(
+                rnd,
+                "failure",
+                failure["site"],
+                {"node_id": failure["node_id"], "reason": failure["reason"], "failed_phase": phase},
+            )
+        for reply in screened.accepted:
+            self._record(rnd, phase, _site_of(reply, self.state.node_sites), _metrics(reply))
+        metrics = aggregate_task_metrics(_metrics(r) for r in screened.accepted) if screened.accepted else {}
+        if metrics:
+            finite = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+            metrics["mean_score"] = primary_score(finite, self.cfg.model.tasks)
+            self._record(rnd, phase, AGGREGATE, metrics)
+        return metrics
+
+    def _checkpoint(self, rnd: int, val: dict[str, Any]) -> None:
+        model_ckpt = {"config": self.cfg, "epoch": rnd, "metrics": {k: v for k, v in val.items() if v is not None}}
+        holder = _StateHolder(self.state.global_state)
+        save_checkpoint(self.run_dir / "checkpoints" / f"round_{rnd:03d}.pt", model=holder, **model_ckpt)
+        score = val.get(self.cfg.train.monitor)
+        if score is not None and not math.isnan(score) and (not self.state.best or score > self.state.best["score"]):
+            self.state.best = {"round": rnd, "score": float(score)}
+            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", model=holder, **model_ckpt)
+        self.state.round = rnd
+        self.state.strategy = strategy_state(self.strategy)
+        write_results(self.run_dir, self.state.history)
+        self.state.save(self.run_dir / "server_state.pt")  # last: the state never points past the files above
+
+    def run(self) -> ServerState:
+        """Run the remaining rounds; return the final state."""
+        total = self.cfg.federated.rounds
+        first = self.state.round + 1
+        started = time.monotonic()
+        for rnd in range(first, total + 1):
+            t0 = time.monotonic()
+            train_metrics, n_ok = self._train(rnd, ArrayRecord(self.state.global_state))
+            val = self.evaluate_split(rnd, "val")
+            if self.server_evaluate is not None:
+                server_metrics = self.server_evaluate(rnd, self.state.global_state)
+                self._record(rnd, "server", AGGREGATE, server_metrics)
+            elapsed_round = time.monotonic() - t0
+            critical = max(
+                (
+                    float(r.get(keys.TRAIN_SECONDS, 0.0))
+                    for r in self.state.history
+                    if r["round"] == rnd and r["phase"] == "train" and r["site"] != AGGREGATE
+                ),
+                default=0.0,
+            )
+            self._record(
+                rnd,
+                "round",
+                AGGREGATE,
+                {"time/round_s": elapsed_round, "time/client_critical_s": critical, "sites_trained": n_ok},
+            )
+            self._checkpoint(rnd, val)
+            done = rnd - first + 1
+            eta = (time.monotonic() - started) / done * (total - rnd)
+            shown = "  ".join(
+                f"{k} {v:.3f}"
+                for k, v in val.items()
+                if k.split("/")[-1] in ("auc", "dice", "map50") or k == "mean_score"
+                if isinstance(v, float) and not math.isnan(v)
+            )
+            log.info(
+                "round %d/%d | %d sites trained, loss %.3f | val %s | %.0fs (elapsed %.0fs, ETA %.0fs)",
+                rnd,
+                total,
+                n_ok,
+                train_metrics.get(keys.LOSS, float("nan")),
+                shown or "n/a",
+                elapsed_round,
+                time.monotonic() - started,
+                eta,
+            )
+            if self.stop_after is not None and rnd >= self.stop_after:
+                break
+        return self.state
+
+
+class _StateHolder(torch.nn.Module):
+    """Minimal module exposing a plain state dict, so global weights are saved as standard model checkpoints."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self._state = state
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return dict(self._state)
