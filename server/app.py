@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from mtmedformer.atomic import atomic_write_text
 from mtmedformer.config import ExperimentConfig, config_from_dict, to_dict
+from mtmedformer.data.sources import load_records, make_datasets
+from mtmedformer.engine.loop import evaluate
 from mtmedformer.engine.seeding import seed_everything
 from mtmedformer.engine.setup import build_model_and_loss
+from mtmedformer.engine.trainer import make_loader
+from mtmedformer.errors import ConfigError
 from mtmedformer.logs import setup_logging
 from server.report import write_report
 from server.results import write_results
@@ -38,6 +44,26 @@ def initial_state(cfg: ExperimentConfig) -> ServerState:
     model = build_model_and_loss(cfg).model
     return ServerState(round=0, global_state={k: v.clone() for k, v in model.state_dict().items()},
                        config=to_dict(cfg))
+
+
+def pooled_test_evaluator(cfg: ExperimentConfig) -> Callable[[int, dict[str, torch.Tensor]], dict[str, Any]]:
+    """Server-side evaluation of the global model on the pooled test split of ``cfg.data``.
+
+    Only meaningful where the server can read the data (simulation, or a public benchmark set); with
+    ``federated.server_evaluation: false`` (the default) the server never touches images.
+    """
+    test_set = make_datasets(cfg.data, load_records(cfg.data), seed=cfg.train.seed).get("test")
+    if test_set is None:
+        raise ConfigError("federated.server_evaluation: the data has no test split to evaluate on at the server")
+    objects = build_model_and_loss(cfg)
+    loader = make_loader(test_set, cfg, train=False)
+
+    def evaluate_global(server_round: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        objects.model.load_state_dict(state)
+        metrics = evaluate(objects.model, loader, len(cfg.data.classes))
+        return {k: (float("nan") if v is None else v) for k, v in metrics.items()}
+
+    return evaluate_global
 
 
 def open_run(settings: ServerSettings, cfg: ExperimentConfig) -> tuple[Path, ServerState]:
@@ -73,7 +99,8 @@ def run_experiment(grid: Grid, settings: ServerSettings, stop_after: int | None 
     if state.strategy:
         restore_strategy_state(strategy, state.strategy)
     started = time.monotonic()
-    loop = RoundLoop(grid, strategy, cfg, run_dir, state, stop_after=stop_after)
+    server_evaluate = pooled_test_evaluator(cfg) if cfg.federated.server_evaluation else None
+    loop = RoundLoop(grid, strategy, cfg, run_dir, state, server_evaluate=server_evaluate, stop_after=stop_after)
     state = loop.run()
     summary: dict[str, Any] = {
         "strategy": cfg.federated.strategy,

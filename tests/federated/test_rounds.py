@@ -168,3 +168,14 @@ def test_too_few_usable_updates_keep_the_global_model(tmp_path, experiment_file)
     initial = initial_state(config_from_dict(state.config)).global_state
     assert all(torch.equal(first[k], initial[k]) for k in initial)
     assert len([r for r in state.history if r["phase"] == "failure" and r["failed_phase"] == "train"]) == 2
+
+
+def test_server_side_evaluation_on_the_pooled_test_split(tmp_path, experiment_file):
+    # Prepare
+    experiment = experiment_file(federated={"rounds": 1, "server_evaluation": True})
+    # Execute
+    run_experiment(LocalGrid(client_app, site_nodes(3)), settings_for(experiment, tmp_path))
+    # Assert
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert rounds[0]["server/num_examples"] > 0
+    assert "server/segmentation/dice" in rounds[0]
