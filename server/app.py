@@ -95,7 +95,7 @@ def run_experiment(grid: Grid, settings: ServerSettings, stop_after: int | None 
     """Run (or resume) a federated experiment and write its results; return the report's headline summary."""
     cfg = settings.load_experiment()
     run_dir, state = open_run(settings, cfg)
-    strategy = build_strategy(cfg.federated)
+    strategy = build_strategy(cfg)
     if state.strategy:
         restore_strategy_state(strategy, state.strategy)
     started = time.monotonic()

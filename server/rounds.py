@@ -190,7 +190,7 @@ class RoundLoop:
                 self.cfg.federated.min_train_nodes,
             )
             return {}, len(screened.accepted)
-        new_arrays, _ = self.strategy.aggregate_train(rnd, screened.accepted)
+        new_arrays, strategy_metrics = self.strategy.aggregate_train(rnd, screened.accepted)
         if new_arrays is not None:
             candidate = _as_reference_dtypes(new_arrays, reference)
             problem = check_update({k: v.numpy() for k, v in candidate.items()}, reference)
@@ -199,6 +199,8 @@ class RoundLoop:
             else:
                 log.error("round %d: aggregate rejected (%s); global model kept", rnd, problem)
         train_metrics = aggregate_task_metrics(_metrics(r) for r in screened.accepted)
+        # Strategy diagnostics (e.g. matching/...) that the clients' metrics do not have.
+        train_metrics.update({k: v for k, v in dict(strategy_metrics or {}).items() if k not in train_metrics})
         self._record(rnd, "train", AGGREGATE, train_metrics)
         return train_metrics, len(screened.accepted)
 

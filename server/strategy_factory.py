@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
     FedAdam,
@@ -14,8 +15,11 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from mtmedformer.config.federated import FederatedConfig
+from mtmedformer.config import ExperimentConfig
+from mtmedformer.models import build_model
 from strategies import keys
+from strategies.bnp_matching import BNPMatching
+from strategies.matching import MatchingConfig, build_spec
 from strategies.metric_aggregation import aggregate_task_metrics
 
 
@@ -25,7 +29,17 @@ def aggregate_metric_records(records: list[RecordDict], weighted_by_key: str) ->
     return MetricRecord(aggregate_task_metrics(rows))
 
 
-def build_strategy(cfg: FederatedConfig) -> Strategy:
+def matching_strategy(experiment: ExperimentConfig, **common: object) -> BNPMatching:
+    """The neuron-matching strategy with the permutation spec of the experiment's model."""
+    with torch.device("meta"):  # the spec needs module structure only: no memory, no initialisation
+        model = build_model(experiment.model, experiment.data.image_size, len(experiment.data.classes))
+    m = experiment.federated.matching
+    matching = MatchingConfig(prior_variance=m.prior_variance, iterations=m.iterations, max_sweeps=m.max_sweeps,
+                              seed=m.seed, noise=m.noise, noise_floor=m.noise_floor)
+    return BNPMatching(build_spec(model), matching, **common)
+
+
+def build_strategy(experiment: ExperimentConfig) -> Strategy:
     """The strategy named by ``cfg.strategy``, with sampling settings and task-aware metric aggregation.
 
     Raises
@@ -33,6 +47,7 @@ def build_strategy(cfg: FederatedConfig) -> Strategy:
     ValueError
         If the name is unknown (the config layer normally rejects it first).
     """
+    cfg = experiment.federated
     common = {
         "fraction_train": cfg.fraction_train,
         "fraction_evaluate": cfg.fraction_evaluate,
@@ -60,4 +75,6 @@ def build_strategy(cfg: FederatedConfig) -> Strategy:
         return FedMedian(**common)
     if cfg.strategy == "fedtrimmedavg":
         return FedTrimmedAvg(**common, beta=opts.trim_beta)
+    if cfg.strategy == "bnp_matching":
+        return matching_strategy(experiment, **common)
     raise ValueError(f"unknown strategy '{cfg.strategy}'")

@@ -54,6 +54,31 @@ class StrategyOptions:
 
 
 @dataclass(frozen=True)
+class MatchingOptions:
+    """Options of the Bayesian nonparametric neuron-matching strategy (``strategy: bnp_matching``).
+
+    See ``strategies/matching`` and ``docs/bnp-matching.md`` for the model behind them.
+    """
+
+    prior_variance: float = float("inf")  # sigma0^2 around the previous global, in noise units; .inf = no damping
+    iterations: int = 2  # leave-one-out re-alignment passes after the first alignment
+    max_sweeps: int = 10  # cap on coordinate-ascent sweeps per alignment
+    seed: int = 0  # seed of the client processing order
+    noise: Literal["empirical", "scale"] = "empirical"  # per-tensor noise variances: spread of clients, or scale
+    noise_floor: float = 1e-4  # floor of an empirical noise variance, relative to the tensor's mean square
+
+    def __post_init__(self) -> None:
+        if not self.prior_variance > 0:
+            raise FieldError("prior_variance", f"must be > 0 (.inf = no prior), got {self.prior_variance}")
+        if self.iterations < 0:
+            raise FieldError("iterations", f"must be >= 0, got {self.iterations}")
+        if self.max_sweeps < 1:
+            raise FieldError("max_sweeps", f"must be >= 1, got {self.max_sweeps}")
+        if not self.noise_floor > 0:
+            raise FieldError("noise_floor", f"must be > 0, got {self.noise_floor}")
+
+
+@dataclass(frozen=True)
 class FederatedConfig:
     """Federated training settings."""
 
@@ -72,6 +97,7 @@ class FederatedConfig:
     server_evaluation: bool = False  # also evaluate the global model on the pooled test split at the server
     output_dir: str = "runs/federated"  # results of the run (a sub-folder per run)
     strategy_options: StrategyOptions = field(default_factory=StrategyOptions)
+    matching: MatchingOptions = field(default_factory=MatchingOptions)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
 
     def __post_init__(self) -> None:

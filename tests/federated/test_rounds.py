@@ -179,3 +179,15 @@ def test_server_side_evaluation_on_the_pooled_test_split(tmp_path, experiment_fi
     rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     assert rounds[0]["server/num_examples"] > 0
     assert "server/segmentation/dice" in rounds[0]
+
+
+def test_matching_strategy_runs_in_the_round_loop_and_records_diagnostics(tmp_path, experiment_file):
+    # Prepare
+    experiment = experiment_file(federated={"rounds": 1, "strategy": "bnp_matching"})
+    # Execute
+    run_experiment(LocalGrid(client_app, site_nodes(3)), settings_for(experiment, tmp_path))
+    # Assert
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert rounds[0]["sites_trained"] == 3
+    assert "train/matching/seconds" in rounds[0]
+    assert any(k.startswith("train/matching/moved/") for k in rounds[0])
