@@ -37,10 +37,12 @@ class SyntheticConfig:
     val_fraction: float = 0.15  # share of each site's patients written with split "val"
     test_fraction: float = 0.15  # share of each site's patients written with split "test"
     sixteen_bit: bool = True  # the second site writes 16-bit PNGs (12-bit detector values) instead of 8-bit
+    lesion_conspicuity: float = 1.0  # multiplies lesion contrast (masses, opacities): > 1 easier, < 1 harder
 
     def __post_init__(self) -> None:
         _positive("num_sites", self.num_sites)
         _positive("images_per_site", self.images_per_site)
+        _positive("lesion_conspicuity", self.lesion_conspicuity)
         if self.image_size < 32:
             raise FieldError("image_size", f"must be at least 32 pixels, got {self.image_size}")
         if self.seed < 0:
@@ -54,8 +56,6 @@ class SyntheticConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise FieldError(name, f"must be in [0, 1], got {value}")
-        if self.lesion_free_fraction == 1.0 and self.modality == "mammography":
-            raise FieldError("lesion_free_fraction", "must be < 1 for mammography, or no image has a class label")
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
