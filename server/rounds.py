@@ -151,6 +151,7 @@ class RoundLoop:
         self.server_evaluate = server_evaluate
         self.stop_after = stop_after
         self.experiment_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+        self.bytes_sent = self.bytes_received = 0  # model arrays moved this round
 
     def _config(self, server_round: int, **extra: Any) -> ConfigRecord:
         return ConfigRecord(
@@ -168,7 +169,11 @@ class RoundLoop:
     def _train(self, rnd: int, arrays: ArrayRecord) -> tuple[dict[str, float], int]:
         reference = _numpy_state(self.state.global_state)
         sent = list(self.strategy.configure_train(rnd, arrays, self._config(rnd), self.grid))
-        replies = self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s)
+        replies = list(self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s))
+        self.bytes_sent += len(sent) * arrays.count_bytes()
+        self.bytes_received += sum(
+            r.content[keys.ARRAYS].count_bytes() for r in replies if r.has_content() and keys.ARRAYS in r.content
+        )
         screened = screen_replies(sent, replies, self.state.node_sites, reference)
         for failure in screened.failures:
             log.warning("round %d: training reply of site %s rejected: %s", rnd, failure["site"], failure["reason"])
@@ -211,6 +216,7 @@ class RoundLoop:
         sent = list(self.strategy.configure_evaluate(rnd, arrays, config, self.grid))
         if not sent:
             return {}
+        self.bytes_sent += len(sent) * arrays.count_bytes()
         replies = self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s)
         screened = screen_replies(sent, replies, self.state.node_sites, None)
         phase = "val" if split == "val" else split
@@ -244,6 +250,26 @@ class RoundLoop:
         write_results(self.run_dir, self.state.history)
         self.state.save(self.run_dir / "server_state.pt")  # last: the state never points past the files above
 
+    def _round_costs(self, rnd: int, seconds: float, n_ok: int) -> dict[str, float]:
+        """Round wall time against the clients' critical path, and bytes moved, for the overhead benchmark.
+
+        The critical path is the slowest site's local training plus the slowest site's evaluation: the
+        round can not finish sooner when every site computes in parallel. Bytes count the model arrays in
+        every message sent (train and evaluate) and every training reply received.
+        """
+        rows = [r for r in self.state.history if r["round"] == rnd and r["site"] != AGGREGATE]
+        train = [float(r.get(keys.TRAIN_SECONDS, 0.0)) for r in rows if r["phase"] == "train"]
+        evals = [float(r.get("eval-seconds", 0.0)) for r in rows if r["phase"] == "val"]
+        critical = max(train, default=0.0) + max(evals, default=0.0)
+        return {
+            "time/round_s": seconds,
+            "time/client_critical_s": critical,
+            "time/overhead_ratio": seconds / critical if critical > 0 else float("nan"),
+            "bytes/sent": float(self.bytes_sent),
+            "bytes/received": float(self.bytes_received),
+            "sites_trained": n_ok,
+        }
+
     def run(self) -> ServerState:
         """Run the remaining rounds; return the final state."""
         total = self.cfg.federated.rounds
@@ -251,26 +277,13 @@ class RoundLoop:
         started = time.monotonic()
         for rnd in range(first, total + 1):
             t0 = time.monotonic()
+            self.bytes_sent = self.bytes_received = 0
             train_metrics, n_ok = self._train(rnd, ArrayRecord(self.state.global_state))
             val = self.evaluate_split(rnd, "val")
             if self.server_evaluate is not None:
                 server_metrics = self.server_evaluate(rnd, self.state.global_state)
                 self._record(rnd, "server", AGGREGATE, server_metrics)
-            elapsed_round = time.monotonic() - t0
-            critical = max(
-                (
-                    float(r.get(keys.TRAIN_SECONDS, 0.0))
-                    for r in self.state.history
-                    if r["round"] == rnd and r["phase"] == "train" and r["site"] != AGGREGATE
-                ),
-                default=0.0,
-            )
-            self._record(
-                rnd,
-                "round",
-                AGGREGATE,
-                {"time/round_s": elapsed_round, "time/client_critical_s": critical, "sites_trained": n_ok},
-            )
+            self._record(rnd, "round", AGGREGATE, self._round_costs(rnd, time.monotonic() - t0, n_ok))
             self._checkpoint(rnd, val)
             done = rnd - first + 1
             eta = (time.monotonic() - started) / done * (total - rnd)
@@ -287,7 +300,7 @@ class RoundLoop:
                 n_ok,
                 train_metrics.get(keys.LOSS, float("nan")),
                 shown or "n/a",
-                elapsed_round,
+                time.monotonic() - t0,
                 time.monotonic() - started,
                 eta,
             )

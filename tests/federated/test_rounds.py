@@ -12,7 +12,7 @@ from server.app import run_experiment
 from server.state import ServerState
 from strategies import keys
 from tests.federated.conftest import settings_for, site_nodes
-from tests.federated.local_grid import LocalGrid
+from server.inprocess import InProcessGrid as LocalGrid
 
 TIMING = ("time/", "seconds", "train-seconds", "eval-seconds", "wall time")
 

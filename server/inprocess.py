@@ -1,8 +1,9 @@
-"""An in-process Flower Grid for tests: each node is a real ClientApp call with its own Context.
+"""An in-process Flower Grid: each node is a real ClientApp call with its own Context, in this process.
 
-It delivers messages exactly like a SuperNode would (an exception in the ClientApp becomes an error reply,
-a node marked as dropped never answers), without processes or sockets, so round-loop behaviour can be
-tested quickly and deterministically.
+It delivers messages like a SuperNode would (an exception in the ClientApp becomes an error reply, a node
+marked as dropped never answers), without Ray, processes or sockets. Tests use it to exercise the round loop
+quickly and deterministically; research scripts (``benchmarks/``) use it to run many small federated
+experiments sequentially on one machine. Real simulations and deployments use ``flwr run``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 
-class LocalGrid(Grid):
+class InProcessGrid(Grid):
     """Nodes ``1..n`` with the given node configs, all running ``app``.
 
     Parameters
@@ -53,26 +54,32 @@ class LocalGrid(Grid):
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
 
     def set_run(self, run_id: int) -> None:  # pragma: no cover - not used by the loop
-        pass
+        """Ignore: the in-process grid has a single run."""
 
     @property
     def run(self):  # pragma: no cover - not used by the loop
-        raise NotImplementedError
+        """Not available in process."""
+        raise NotImplementedError("the in-process grid has no Run object")
 
     def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
                        ttl: float | None = None) -> Message:  # pragma: no cover
+        """Create an instruction message for ``dst_node_id``."""
         return Message(content=content, dst_node_id=dst_node_id, message_type=message_type)
 
     def get_node_ids(self) -> list[int]:
+        """Node ids ``1..n``."""
         return sorted(self.contexts)
 
     def push_messages(self, messages):  # pragma: no cover - the loop uses send_and_receive
-        raise NotImplementedError
+        """Not available in process: use :meth:`send_and_receive`."""
+        raise NotImplementedError("use send_and_receive")
 
     def pull_messages(self, message_ids):  # pragma: no cover
-        raise NotImplementedError
+        """Not available in process: use :meth:`send_and_receive`."""
+        raise NotImplementedError("use send_and_receive")
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        """Deliver each message to its node's ClientApp in turn and collect the replies."""
         replies = []
         for msg in messages:
             self.sent.append(msg)

@@ -1,0 +1,121 @@
+"""Per-round overhead of federated training: round wall time against the clients' critical-path compute.
+
+For each round the server records (``rounds.jsonl``) its wall time, the critical path of client compute
+(slowest site's local training + slowest site's evaluation: the round cannot end sooner when sites compute
+in parallel) and the bytes of model arrays sent and received. This script runs
+
+- ``simulation``: ``flwr run .`` on the Ray backend with 2 SuperNodes of 1 CPU each (one per core, so the
+  sites really do compute in parallel on this 2-core machine), and
+- ``deployment``: the loopback deployment of the tests (SuperLink with TLS and SuperNode authentication,
+  two SuperNodes as separate processes), when ``--deployment`` is given,
+
+then prints per-round and steady-state (rounds >= 2: round 1 also pays Ray start-up, data loading and
+model building) ratios of wall time to critical path, and bytes per round.
+
+Usage: python benchmarks/round_overhead.py [--rounds 4] [--deployment] [--json out.json]
+Targets (issue): <= 1.15x in simulation, <= 1.5x in the loopback deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Small enough for a few minutes on 2 cores, big enough that compute dominates start-up noise.
+OVERRIDES = [
+    "federated.rounds={rounds}",
+    "federated.min_available_nodes=2",
+    "federated.strategy=fedavg",
+    "federated.client_threads=1",
+    "data.synthetic.num_sites=2",
+    "data.synthetic.images_per_site=120",
+    "federated.partition.scheme=site",
+]
+
+
+def read_rounds(run_dir: Path) -> list[dict]:
+    """The per-round rows written by the server."""
+    return [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines() if line.strip()]
+
+
+def summarise(name: str, rows: list[dict]) -> dict:
+    """Per-round ratios and the steady-state median (rounds >= 2)."""
+    ratios = [r["time/round_s"] / r["time/client_critical_s"] for r in rows if r.get("time/client_critical_s")]
+    steady = ratios[1:] or ratios
+    return {
+        "setting": name,
+        "rounds": [
+            {k: r.get(k) for k in ("round", "time/round_s", "time/client_critical_s", "bytes/sent", "bytes/received")}
+            for r in rows
+        ],
+        "ratio_per_round": ratios,
+        "steady_state_ratio": statistics.median(steady) if steady else None,
+        "bytes_per_round": statistics.median(r["bytes/sent"] + r["bytes/received"] for r in rows),
+    }
+
+
+def run_simulation(rounds: int, out: Path) -> dict:
+    """``flwr run .`` with 2 SuperNodes x 1 CPU; returns the summary."""
+    env = {**os.environ, "FLWR_HOME": str(out / "flwr-home"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "FLWR_TELEMETRY_ENABLED": "0"}
+    overrides = ";".join(o.format(rounds=rounds) for o in OVERRIDES)
+    run_config = (f"experiment='configs/federated_demo.yaml' overrides='{overrides}' "
+                  f"output-dir='{out}' run-name='simulation'")
+    flwr = Path(sys.executable).with_name("flwr")
+    database = out / "flwr-home" / "local-superlink" / "state.db"
+    try:
+        subprocess.run(
+            [str(flwr), "run", ".", "--stream", "--federation-config",
+             "num-supernodes=2 client-resources-num-cpus=1", "--run-config", run_config],
+            cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=1800,
+        )
+    finally:
+        subprocess.run(["pkill", "-f", f"flower-superlink.*--database {database}"], check=False)
+    return summarise("simulation (Ray, 2 SuperNodes x 1 CPU)", read_rounds(out / "simulation"))
+
+
+def run_deployment(rounds: int, out: Path) -> dict:
+    """The loopback TLS + authentication deployment of tests/deploy; returns the summary."""
+    sys.path.insert(0, str(ROOT))
+    from tests.deploy.harness import run_loopback_benchmark  # the same launch commands the tests verify
+
+    run_dir = run_loopback_benchmark(out, [o.format(rounds=rounds) for o in OVERRIDES])
+    return summarise("loopback deployment (TLS + node auth, 2 SuperNodes)", read_rounds(run_dir))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--deployment", action="store_true", help="also run the loopback deployment")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="round-overhead-"))
+    results = []
+    started = time.monotonic()
+    results.append(run_simulation(args.rounds, out))
+    if args.deployment:
+        results.append(run_deployment(args.rounds, out / "deployment"))
+    for res in results:
+        print(f"\n{res['setting']}")
+        print("| round | wall s | client critical path s | ratio | MB sent | MB received |")
+        print("|---|---|---|---|---|---|")
+        for row, ratio in zip(res["rounds"], res["ratio_per_round"], strict=False):
+            print(f"| {row['round']} | {row['time/round_s']:.1f} | {row['time/client_critical_s']:.1f} | {ratio:.2f} | "
+                  f"{row['bytes/sent'] / 1e6:.1f} | {row['bytes/received'] / 1e6:.1f} |")
+        print(f"steady-state ratio (median of rounds >= 2): {res['steady_state_ratio']:.2f}; "
+              f"bytes per round: {res['bytes_per_round'] / 1e6:.1f} MB")
+    print(f"\n(total benchmark time {time.monotonic() - started:.0f} s; results in {out})")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
