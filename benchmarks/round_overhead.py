@@ -85,10 +85,21 @@ def run_simulation(rounds: int, out: Path) -> dict:
 def run_deployment(rounds: int, out: Path) -> dict:
     """The loopback TLS + authentication deployment of tests/deploy; returns the summary."""
     sys.path.insert(0, str(ROOT))
-    from tests.deploy.harness import run_loopback_benchmark  # the same launch commands the tests verify
+    # The same launch commands, certificates and keys that tests/deploy verifies.
+    from tests.deploy.harness import demo_sites, start_deployment
 
-    run_dir = run_loopback_benchmark(out, [o.format(rounds=rounds) for o in OVERRIDES])
-    return summarise("loopback deployment (TLS + node auth, 2 SuperNodes)", read_rounds(run_dir))
+    sites = demo_sites(out / "sites", num_sites=2, images_per_site=120, image_size=64)
+    overrides = ";".join(o.format(rounds=rounds) for o in OVERRIDES if not o.startswith("data.synthetic"))
+    run_config = {"experiment": str(ROOT / "configs" / "federated_demo.yaml"), "overrides": overrides,
+                  "output-dir": str(out / "results"), "run-name": "deployment"}
+    deployment = start_deployment(out / "deployment", sites, run_config)
+    try:
+        info = deployment.run(timeout=1800)
+        if not info.completed:
+            raise RuntimeError(f"loopback run ended {info.status}:\n{info.server_log}")
+    finally:
+        deployment.stop()
+    return summarise("loopback deployment (TLS + node auth, 2 SuperNodes)", read_rounds(out / "results" / "deployment"))
 
 
 def main() -> None:
