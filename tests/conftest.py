@@ -5,6 +5,6 @@ import os
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)

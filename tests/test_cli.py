@@ -7,8 +7,16 @@ from mtmedformer.cli import main
 def test_synth_writes_a_manifest_and_check_data_counts_it(tmp_path, capsys):
     # Prepare
     out = tmp_path / "synthetic"
-    settings = ["--set", "data.synthetic.num_sites=2", "--set", "data.synthetic.images_per_site=6",
-                "--set", "data.synthetic.image_size=32", "--set", f"data.synthetic.cache_dir={tmp_path / 'cache'}"]
+    settings = [
+        "--set",
+        "data.synthetic.num_sites=2",
+        "--set",
+        "data.synthetic.images_per_site=6",
+        "--set",
+        "data.synthetic.image_size=32",
+        "--set",
+        f"data.synthetic.cache_dir={tmp_path / 'cache'}",
+    ]
     # Execute
     assert main(["synth", *settings, "--out", str(out)]) == 0
     manifest = capsys.readouterr().out.strip()

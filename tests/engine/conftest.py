@@ -15,12 +15,28 @@ def tiny_config(tmp_path, synthetic_cache):
             "data": {
                 "image_size": 32,
                 "augment": True,
-                "synthetic": {"num_sites": 2, "images_per_site": 12, "image_size": 32, "seed": 0,
-                              "cache_dir": str(synthetic_cache)},
+                "synthetic": {
+                    "num_sites": 2,
+                    "images_per_site": 12,
+                    "image_size": 32,
+                    "seed": 0,
+                    "cache_dir": str(synthetic_cache),
+                },
             },
-            "model": {"patch_size": 8, "depth": 1, "seg_feature_size": 4, "detection": {"feature_size": 4, "stride": 8}},
-            "train": {"epochs": 2, "batch_size": 4, "lr": 0.001, "warmup_steps": 1, "progress": False,
-                      "output_dir": str(tmp_path / "run")},
+            "model": {
+                "patch_size": 8,
+                "depth": 1,
+                "seg_feature_size": 4,
+                "detection": {"feature_size": 4, "stride": 8},
+            },
+            "train": {
+                "epochs": 2,
+                "batch_size": 4,
+                "lr": 0.001,
+                "warmup_steps": 1,
+                "progress": False,
+                "output_dir": str(tmp_path / "run"),
+            },
         }
         for section, values in sections.items():
             data[section] = {**data.get(section, {}), **values}

@@ -24,8 +24,17 @@ def test_fit_writes_checkpoints_history_plots_and_config(tiny_config):
     result = fit(cfg, sets["train"], sets["val"], sets["test"])
     # Assert
     out = result.output_dir
-    for name in ("best.pt", "last.pt", "history.json", "history.csv", "config.yaml", "metrics_val.json",
-                 "metrics_test.json", "losses.png", "segmentation_metrics.png"):
+    for name in (
+        "best.pt",
+        "last.pt",
+        "history.json",
+        "history.csv",
+        "config.yaml",
+        "metrics_val.json",
+        "metrics_test.json",
+        "losses.png",
+        "segmentation_metrics.png",
+    ):
         assert (out / name).is_file(), name
     history = json.loads((out / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2]
@@ -57,9 +66,18 @@ def test_existing_run_is_not_overwritten(tiny_config):
 
 def test_task_without_annotations_is_rejected_with_the_key_path(tiny_config, tmp_path):
     # Prepare: a chest X-ray set has no masks, so a segmentation head has nothing to learn from
-    cfg = tiny_config(data={"classes": ["normal", "pneumonia"],
-                            "synthetic": {"modality": "chest_xray", "num_sites": 2, "images_per_site": 8,
-                                          "image_size": 32, "cache_dir": str(tmp_path / "cache")}})
+    cfg = tiny_config(
+        data={
+            "classes": ["normal", "pneumonia"],
+            "synthetic": {
+                "modality": "chest_xray",
+                "num_sites": 2,
+                "images_per_site": 8,
+                "image_size": 32,
+                "cache_dir": str(tmp_path / "cache"),
+            },
+        }
+    )
     sets = _datasets(cfg)
     # Execute / Assert
     with pytest.raises(ConfigError, match=r"model.tasks: 'segmentation' is enabled but no training sample has a mask"):
@@ -123,8 +141,19 @@ def test_cli_train_and_evaluate(tiny_config, tmp_path, capsys):
 
     manifest = synthetic_manifest(cfg.data.synthetic)
     out = tmp_path / "metrics.json"
-    code = main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(manifest),
-                 "--split", "test", "--output", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "run" / "best.pt"),
+            "--data",
+            str(manifest),
+            "--split",
+            "test",
+            "--output",
+            str(out),
+        ]
+    )
     # Assert
     assert code == 0
     metrics = json.loads(out.read_text())["metrics"]

@@ -9,10 +9,10 @@ from flwr.app import Array
 from client.app import app as client_app
 from client.site import FAULT_PARTITION, FAULT_ROUND
 from server.app import run_experiment
+from server.inprocess import InProcessGrid as LocalGrid
 from server.state import ServerState
 from strategies import keys
 from tests.federated.conftest import settings_for, site_nodes
-from server.inprocess import InProcessGrid as LocalGrid
 
 TIMING = ("time/", "seconds", "train-seconds", "eval-seconds", "wall time")
 

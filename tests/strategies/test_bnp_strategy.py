@@ -13,11 +13,13 @@ from strategies import keys
 from strategies.bnp_matching import BNPMatching
 from strategies.matching import apply_permutations, random_permutations
 
-CFG = config_from_dict({
-    "data": {"image_size": 32},
-    "model": {"patch_size": 8, "depth": 1, "seg_feature_size": 4, "detection": {"feature_size": 4, "stride": 8}},
-    "federated": {"strategy": "bnp_matching"},
-})
+CFG = config_from_dict(
+    {
+        "data": {"image_size": 32},
+        "model": {"patch_size": 8, "depth": 1, "seg_feature_size": 4, "detection": {"feature_size": 4, "stride": 8}},
+        "federated": {"strategy": "bnp_matching"},
+    }
+)
 
 
 def _instruction(node: int) -> Message:
@@ -29,11 +31,13 @@ def _reply(node: int, state, n: int, counts: dict[str, int]) -> Message:
     metrics = {keys.NUM_EXAMPLES: n}
     for task in TASKS:
         metrics[keys.task_count_key(task)] = counts.get(task, 0)
-    content = RecordDict({
-        keys.ARRAYS: ArrayRecord({k: v.clone() for k, v in state.items()}),
-        keys.METRICS: MetricRecord(metrics),
-        keys.SITE: ConfigRecord({keys.SITE_NAME: f"site-{node}"}),
-    })
+    content = RecordDict(
+        {
+            keys.ARRAYS: ArrayRecord({k: v.clone() for k, v in state.items()}),
+            keys.METRICS: MetricRecord(metrics),
+            keys.SITE: ConfigRecord({keys.SITE_NAME: f"site-{node}"}),
+        }
+    )
     return Message(content=content, reply_to=_instruction(node))
 
 
@@ -65,8 +69,14 @@ def test_permuted_copies_merge_back_to_the_same_function(strategy_and_model):
     model = model.double()
     all_tasks = {t: 10 for t in TASKS}
     replies = [
-        _reply(node, apply_permutations(base, strategy.spec, random_permutations(strategy.spec, torch.Generator().manual_seed(node))), 10 + node,
-               all_tasks)
+        _reply(
+            node,
+            apply_permutations(
+                base, strategy.spec, random_permutations(strategy.spec, torch.Generator().manual_seed(node))
+            ),
+            10 + node,
+            all_tasks,
+        )
         for node in (1, 2, 3)
     ]
     # Execute: first round, no previous global (one-shot merge)
@@ -84,8 +94,10 @@ def test_failed_replies_are_skipped_and_an_untrained_head_is_ignored(strategy_an
     # Prepare: site 3 failed; site 2 did not train segmentation and its segmentation head is garbage
     strategy, model = strategy_and_model
     base = model.state_dict()
-    garbage = {k: (torch.randn_like(v) * 100 if k.startswith("heads.segmentation.") and v.is_floating_point() else v)
-               for k, v in base.items()}
+    garbage = {
+        k: (torch.randn_like(v) * 100 if k.startswith("heads.segmentation.") and v.is_floating_point() else v)
+        for k, v in base.items()
+    }
     replies = [
         _reply(1, base, 10, {t: 10 for t in TASKS}),
         _reply(2, garbage, 10, {"classification": 10, "detection": 10}),
