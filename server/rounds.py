@@ -166,6 +166,15 @@ class RoundLoop:
     def _record(self, server_round: int, phase: str, site: str, metrics: dict[str, Any]) -> None:
         self.state.history.append({"round": server_round, "phase": phase, "site": site, **metrics})
 
+    def _record_replies(self, rnd: int, phase: str, screened: Screened) -> None:
+        """Log and record every failure of ``phase``, and record each accepted site's metrics."""
+        for failure in screened.failures:
+            log.warning("round %d: %s reply of site %s rejected: %s", rnd, phase, failure["site"], failure["reason"])
+            details = {"node_id": failure["node_id"], "reason": failure["reason"], "failed_phase": phase}
+            self._record(rnd, "failure", failure["site"], details)
+        for reply in screened.accepted:
+            self._record(rnd, phase, _site_of(reply, self.state.node_sites), _metrics(reply))
+
     def _train(self, rnd: int, arrays: ArrayRecord) -> tuple[dict[str, float], int]:
         reference = _numpy_state(self.state.global_state)
         sent = list(self.strategy.configure_train(rnd, arrays, self._config(rnd), self.grid))
@@ -175,16 +184,7 @@ class RoundLoop:
             r.content[keys.ARRAYS].count_bytes() for r in replies if r.has_content() and keys.ARRAYS in r.content
         )
         screened = screen_replies(sent, replies, self.state.node_sites, reference)
-        for failure in screened.failures:
-            log.warning("round %d: training reply of site %s rejected: %s", rnd, failure["site"], failure["reason"])
-            self._record(
-                rnd,
-                "failure",
-                failure["site"],
-                {"node_id": failure["node_id"], "reason": failure["reason"], "failed_phase": "train"},
-            )
-        for reply in screened.accepted:
-            self._record(rnd, "train", _site_of(reply, self.state.node_sites), _metrics(reply))
+        self._record_replies(rnd, "train", screened)
         if len(screened.accepted) < self.cfg.federated.min_train_nodes:
             log.error(
                 "round %d: only %d of %d sites returned usable updates (< federated.min_train_nodes=%d); "
@@ -220,16 +220,7 @@ class RoundLoop:
         replies = self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s)
         screened = screen_replies(sent, replies, self.state.node_sites, None)
         phase = "val" if split == "val" else split
-        for failure in screened.failures:
-            log.warning("round %d: evaluation of site %s failed: %s", rnd, failure["site"], failure["reason"])
-            self._record(
-                rnd,
-                "failure",
-                failure["site"],
-                {"node_id": failure["node_id"], "reason": failure["reason"], "failed_phase": phase},
-            )
-        for reply in screened.accepted:
-            self._record(rnd, phase, _site_of(reply, self.state.node_sites), _metrics(reply))
+        self._record_replies(rnd, phase, screened)
         metrics = aggregate_task_metrics(_metrics(r) for r in screened.accepted) if screened.accepted else {}
         if metrics:
             finite = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
