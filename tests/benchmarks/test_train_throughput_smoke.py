@@ -72,6 +72,8 @@ def test_run_config_reports_positive_finite_fields(heads, variant):
     ):
         assert _positive_finite(value)
     assert math.isfinite(result.rss_growth_mib) and result.rss_growth_mib >= 0
+    assert 0 < result.built_rss_mib <= result.peak_rss_mib
+    assert _positive_finite(result.cpu_share)
     # a training step does the forward plus a backward of at least the same size
     assert result.train_flops_per_image >= 2 * result.forward_flops_per_image
     assert set(result.forward_flops_by_part) == {"encoder", *tt.HEADS[heads]}
@@ -137,8 +139,10 @@ def test_mfu_hand_worked():
         forward_flops_per_image=1e9,
         forward_flops_by_part={"encoder": 1e9},
         peak_rss_mib=1.0,
+        built_rss_mib=1.0,
         rss_growth_mib=0.0,
         hwm_reset=True,
+        cpu_share=1.0,
     )
     # Execute / Assert
     assert result.mfu(100e9) == pytest.approx(0.2)
