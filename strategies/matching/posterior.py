@@ -131,12 +131,21 @@ def match_weight(rho_j: float, rest: float, noise_variance: float) -> float:
     return rho_j * rest / ((rho_j + rest) * noise_variance)
 
 
+# A tensor's scale is floored at this fraction of the mean scale over all tensors. A freshly initialised
+# class token (mean square ~1e-12) would otherwise weigh ~1e8 times more than every other tensor in the
+# matching cost, and a few local steps of noise in it would decide the residual-stream permutation.
+SCALE_FLOOR = 1e-4
+
+
 def tensor_scales(reference: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """Mean square of every floating tensor of ``reference``; an all-zero tensor gets the mean over all."""
+    """Mean square of every floating tensor of ``reference``, floored at ``SCALE_FLOOR`` x the mean over tensors.
+
+    An all-zero tensor gets the mean over all tensors.
+    """
     squares = {name: float(torch.mean(t.double() ** 2)) for name, t in reference.items() if t.is_floating_point()}
     positive = [v for v in squares.values() if v > 0]
     fallback = sum(positive) / len(positive) if positive else 1.0
-    return {name: v if v > 0 else fallback for name, v in squares.items()}
+    return {name: max(v, SCALE_FLOOR * fallback) if v > 0 else fallback for name, v in squares.items()}
 
 
 def empirical_noise_variances(
