@@ -22,6 +22,14 @@ stop_local_superlink() {
 }
 trap stop_local_superlink EXIT
 stop_local_superlink  # a stale one from an earlier, interrupted run may hold the ports
+# A local SuperLink started from another FLWR_HOME (another checkout, a manual `flwr run`) holds the same
+# ports, and `flwr run` would silently submit to it, running that environment's code. Refuse instead.
+if other=$(pgrep -af "flower-superlink.*--simulation" | grep -v -- "--database $database"); then
+  echo "Another local Flower SuperLink is running and holds ports 39091/39093:" >&2
+  echo "$other" >&2
+  echo "Stop it (kill <pid>) or run with the FLWR_HOME it uses, then try again." >&2
+  exit 1
+fi
 
 "$bin/flwr" run . --stream \
   --federation-config "num-supernodes=$supernodes client-resources-num-cpus=1" \
