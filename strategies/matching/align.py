@@ -23,6 +23,8 @@ from strategies.matching.spec import Occurrence, PermutationSpec, SolveItem
 
 logger = logging.getLogger(__name__)
 
+SMALL_FEATURES = 64  # occurrences with fewer features per unit (biases, norms) share one concatenated GEMM
+
 
 @dataclass
 class AlignResult:
@@ -87,6 +89,9 @@ class _Aligner:
         self.perms = {group: perm.clone() for group, perm in perms.items()}
         self.current = apply_permutations(self.client, spec, self.perms)
         self._target_rows: dict[Occurrence, torch.Tensor] = {}  # weighted target rows, fixed during the ascent
+        self.version = dict.fromkeys(spec.group_sizes, 0)  # bumped when a group's permutation changes
+        self.stamps: dict[str, tuple[int, ...]] = {}
+        self._neighbours: dict[str, frozenset[str]] = {}
         self.rtol = 1e-10 if all(t.dtype == torch.float64 for t in self.current.values()) else 1e-6
 
     def objective(self) -> float:
@@ -96,8 +101,11 @@ class _Aligner:
         """Scores ``(n, n)`` of placing current unit k at target position i; None without any feature.
 
         With ``solved`` set, only places whose other axes carry solved groups (or none) contribute.
+        Occurrences with few features per unit (biases, norms) go into one concatenated GEMM;
+        the others are accumulated in place with ``addmm_``.
         """
         sim = None
+        small_t, small_c = [], []
         for occ in self.spec.occurrences[group]:
             w = self.weights.get(occ.name)
             if w is None:
@@ -106,10 +114,37 @@ class _Aligner:
                 continue
             if occ not in self._target_rows:
                 self._target_rows[occ] = unit_rows(self.target[occ.name], occ) * w  # (n, features)
+            target_rows = self._target_rows[occ]
             client_rows = unit_rows(self.current[occ.name], occ)  # (n, features)
-            term = self._target_rows[occ] @ client_rows.T  # (n, n)
-            sim = term if sim is None else sim + term
+            if target_rows.shape[1] < SMALL_FEATURES:
+                small_t.append(target_rows)
+                small_c.append(client_rows)
+                continue
+            if sim is None:
+                sim = target_rows @ client_rows.T  # (n, n)
+            else:
+                sim.addmm_(target_rows, client_rows.T)
+        if small_t:
+            t, c = torch.cat(small_t, dim=1), torch.cat(small_c, dim=1)
+            if sim is None:
+                sim = t @ c.T
+            else:
+                sim.addmm_(t, c.T)
         return sim
+
+    def neighbours(self, item: SolveItem) -> frozenset[str]:
+        """Groups whose permutation changes this item's scores."""
+        if item.name not in self._neighbours:
+            self._neighbours[item.name] = frozenset(
+                g for group in item.groups for occ in self.spec.occurrences[group] for g in occ.others
+            ) - set(item.groups)
+        return self._neighbours[item.name]
+
+    def complete(self, item: SolveItem, solved: set[str] | None) -> bool:
+        """Whether a restricted solve used every feature of the item."""
+        return solved is None or all(
+            occ.others <= solved for group in item.groups for occ in self.spec.occurrences[group]
+        )
 
     def step(self, item: SolveItem, solved: set[str] | None = None) -> float | None:
         """Re-solve one item given the others.
@@ -117,9 +152,14 @@ class _Aligner:
         Returns the gain of the (full or, with ``solved``, restricted) objective: 0.0 when nothing changed,
         None when the item had no features.
         """
+        stamp = tuple(self.version[g] for g in sorted(self.neighbours(item)))
+        if self.stamps.get(item.name) == stamp:
+            return 0.0  # exact skip: nothing this item depends on changed since its last complete solve
         sims = [self.similarity(group, solved) for group in item.groups]
         if all(sim is None for sim in sims):
             return None
+        if self.complete(item, solved):
+            self.stamps[item.name] = stamp
         sims = [
             torch.zeros(self.spec.group_sizes[g], self.spec.group_sizes[g], dtype=torch.float64) if s is None else s
             for g, s in zip(item.groups, sims, strict=True)
@@ -134,6 +174,7 @@ class _Aligner:
         if best - now <= self.rtol * (abs(best) + abs(now)) + 1e-30:
             return 0.0
         for group, rel in zip(item.groups, relative, strict=True):
+            self.version[group] += 1
             self.perms[group] = self.perms[group][rel]
             for occ_name in {occ.name for occ in self.spec.occurrences[group] if occ.name in self.current}:
                 self.current[occ_name] = permute_tensor(self.current[occ_name], self.spec.axes[occ_name], {group: rel})

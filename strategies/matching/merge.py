@@ -159,12 +159,13 @@ class _Sums:
         name: str,
         without: tuple[Mapping[str, torch.Tensor], Mapping[str, float]] | None = None,
         den: float | None = None,
+        dtype: torch.dtype = torch.float64,
     ) -> torch.Tensor:
         """``num / den``; ``without=(state, rho)`` removes one client's term (``den`` then given by the caller)."""
-        num = self.num[name]
+        out = self.num[name].to(dtype, copy=True)  # one conversion, then in place in ``dtype``
         if without is not None and without[1].get(name, 0.0) > 0:
-            num = num - without[1][name] * without[0][name].double()
-        return num / (self.den[name] if den is None else den)
+            out.sub_(without[0][name], alpha=without[1][name])
+        return out.div_(self.den[name] if den is None else den)
 
 
 def _to_tensors(state: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, torch.Tensor]:
@@ -183,7 +184,8 @@ def _check_inputs(
                     f"client '{cid}': '{name}' is {tuple(value.shape)} {value.dtype}, expected "
                     f"{tuple(ref.shape)} {ref.dtype}: the client runs a different model config"
                 )
-            if value.is_floating_point() and not torch.isfinite(value).all():
+            # a sum is NaN/Inf when any entry is; the full check runs only then (overflow of the sum).
+            if value.is_floating_point() and not torch.isfinite(value.sum()) and not torch.isfinite(value).all():
                 raise MatchingError(f"client '{cid}': '{name}' holds NaN/Inf values; exclude this client")
 
 
@@ -294,6 +296,7 @@ class _Matcher:
         self.names = [n for n in spec.axes if reference[n].is_floating_point()]
         all64 = all(s[n].dtype == torch.float64 for s in states.values() for n in self.names)
         dtype = torch.float64 if all64 else torch.float32  # GEMM precision
+        self.dtype = dtype
         self.work = {cid: {n: s[n].to(dtype) for n in self.names} for cid, s in states.items()}
         # rho[cid][tensor]: the client's relative weight in the tensor's pool (0 = did not train it).
         self.rho = {
@@ -321,7 +324,7 @@ class _Matcher:
         else:
             sums.add(self.work[self.ref_id], self.rho[self.ref_id])
         for cid in self._order():
-            targets = {n: sums.mean(n) for n in self.names if sums.den[n] > 0}
+            targets = {n: sums.mean(n, dtype=self.dtype) for n in self.names if sums.den[n] > 0}
             weights = {n: match_weight(self.rho[cid][n], sums.den[n], self.scales[n]) for n in targets}
             result = align(self.work[cid], targets, self.spec, weights, max_sweeps=self.config.max_sweeps)
             self.results[cid].append(result)
@@ -340,7 +343,11 @@ class _Matcher:
         for cid in self._order():
             rho = self.rho[cid]
             rest = {n: sums.den[n] - rho[n] for n in self.names}  # prior + the other clients' rho
-            targets = {n: sums.mean(n, (self.aligned[cid], rho), rest[n]) for n in self.names if rest[n] > 1e-12}
+            targets = {
+                n: sums.mean(n, (self.aligned[cid], rho), rest[n], dtype=self.dtype)
+                for n in self.names
+                if rest[n] > 1e-12
+            }
             weights = {n: match_weight(rho[n], rest[n], self.noise[n]) for n in targets}
             if not any(w > 0 for w in weights.values()):
                 continue  # nothing to match against (a single client and no prior)

@@ -71,7 +71,9 @@ def apply_permutations(
     dict[str, torch.Tensor]
         Same keys, shapes and dtypes. Untouched tensors are returned as they are (not copied).
     """
-    return {name: permute_tensor(value, spec.axes[name], perms) for name, value in state.items()}
+    # Identity permutations copy nothing.
+    moving = {group: perm for group, perm in perms.items() if not torch.equal(perm, torch.arange(perm.numel()))}
+    return {name: permute_tensor(value, spec.axes[name], moving) for name, value in state.items()}
 
 
 def compose(first: Mapping[str, torch.Tensor], then: Mapping[str, torch.Tensor]) -> Perms:
