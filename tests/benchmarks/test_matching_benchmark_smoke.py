@@ -3,34 +3,16 @@
 No timing is asserted: the machine is shared, so only positivity and finiteness of measured times are checked.
 """
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import benchmarks.matching_benchmark as mb
 from strategies.matching import match_and_merge
-
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "matching_benchmark.py"
-
-
-def _load_benchmark():
-    # benchmarks/ is a folder of scripts, not a package: load the file itself under a private name.
-    name = "_bench_matching"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _PATH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up in sys.modules
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-mb = _load_benchmark()
 
 
 def _minuscule(heads: str = "cls", clients: int = 2):

@@ -3,33 +3,16 @@
 No timing is asserted: the machine is shared, so only positivity and finiteness of measured times are checked.
 """
 
-import importlib.util
 import json
 import math
-import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "train_throughput.py"
-
-
-def _load_benchmark():
-    # benchmarks/ is a folder of scripts, not a package: load the file itself under a private name.
-    name = "_bench_train_throughput"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _PATH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up in sys.modules
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-tt = _load_benchmark()
+import benchmarks.train_throughput as tt
 
 
 def _minuscule(heads: str, profile_steps: int = 0, **variant):
