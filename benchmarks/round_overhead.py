@@ -64,8 +64,9 @@ def summarise(name: str, rows: list[dict]) -> dict:
 
 def run_simulation(rounds: int, out: Path) -> dict:
     """``flwr run .`` with 2 SuperNodes x 1 CPU; returns the summary."""
+    # `flwr run` starts `flower-superlink` by name: put this environment's executables first on PATH.
     env = {**os.environ, "FLWR_HOME": str(out / "flwr-home"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "FLWR_TELEMETRY_ENABLED": "0"}
+           "FLWR_TELEMETRY_ENABLED": "0", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     overrides = ";".join(o.format(rounds=rounds) for o in OVERRIDES)
     run_config = (f"experiment='configs/federated_demo.yaml' overrides='{overrides}' "
                   f"output-dir='{out}' run-name='simulation'")

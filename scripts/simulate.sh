@@ -9,16 +9,22 @@ cd "$(dirname "$0")/.."
 experiment="${1:-configs/federated_demo.yaml}"
 supernodes="${2:-3}"
 shift $(( $# > 2 ? 2 : $# )) || true
-bin="${VENV:-.venv}/bin"
+bin="$(cd "${VENV:-.venv}/bin" && pwd)"
+# `flwr run` starts `flower-superlink` by name: it must come from this environment.
+export PATH="$bin:$PATH"
 export FLWR_HOME="${FLWR_HOME:-$PWD/.flwr}"
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_TELEMETRY_ENABLED=0
 run_name="$(date +%Y%m%d-%H%M%S)"
-out="$PWD/runs/federated"
+out="${MTMEDFORMER_RUNS:-$PWD/runs/federated}"  # results root (tests point it elsewhere)
 database="$FLWR_HOME/local-superlink/state.db"
 
 stop_local_superlink() {
-  # Only the SuperLink that uses this FLWR_HOME's database: never someone else's.
-  pkill -f -- "flower-superlink.*--database $database" 2>/dev/null || true
+  # Only the SuperLink that uses this FLWR_HOME's database: never someone else's. Wait until it has exited
+  # (at most 15 s), so its ports are free when this script returns.
+  local pattern="flower-superlink.*--database $database"
+  pkill -f -- "$pattern" 2>/dev/null || return 0
+  for _ in $(seq 30); do pgrep -f -- "$pattern" >/dev/null || return 0; sleep 0.5; done
+  pkill -KILL -f -- "$pattern" 2>/dev/null || true
 }
 trap stop_local_superlink EXIT
 stop_local_superlink  # a stale one from an earlier, interrupted run may hold the ports
