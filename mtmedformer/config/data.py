@@ -65,6 +65,15 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class NativeLayoutConfig:
+    """Options of the native public-dataset loaders (``source: cbis_ddsm | rsna | kermany``)."""
+
+    abnormality: Literal["mass", "calc", "both"] = "both"  # CBIS-DDSM: which case-description CSVs to read
+    keep_official_val: bool = False  # Kermany: keep the 16-image official val split instead of re-splitting
+    cross_split_patients: Literal["error", "drop_train"] = "error"  # a patient in two official splits
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the images come from and how they are prepared."""
 
@@ -80,6 +89,7 @@ class DataConfig:
     augment: bool = True  # random flips/rotations/intensity changes on the training split
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    native: NativeLayoutConfig = field(default_factory=NativeLayoutConfig)
 
     def __post_init__(self) -> None:
         if self.source != "synthetic" and not self.path:

@@ -32,11 +32,17 @@ def load_records(cfg: DataConfig) -> list[Record]:
         records = read_manifest(cfg.path, cfg.classes, on_bad_row=cfg.on_bad_row).records
     elif cfg.source == "cbis_ddsm":
         # The official test split is kept; validation patients are carved out of the official training split.
-        records = load_cbis_ddsm(cfg.path, cfg.classes, on_bad_row=cfg.on_bad_row, resplit_train=True)
+        records = load_cbis_ddsm(
+            cfg.path, cfg.classes, on_bad_row=cfg.on_bad_row, resplit_train=True,
+            abnormality=cfg.native.abnormality, cross_split_patients=cfg.native.cross_split_patients,
+        )
     elif cfg.source == "rsna":
         records = load_rsna(cfg.path, cfg.classes, on_bad_row=cfg.on_bad_row)
     else:
-        records = load_kermany(cfg.path, cfg.classes, on_bad_row=cfg.on_bad_row)
+        records = load_kermany(
+            cfg.path, cfg.classes, on_bad_row=cfg.on_bad_row, keep_official_val=cfg.native.keep_official_val,
+            cross_split_patients=cfg.native.cross_split_patients,
+        )
     # Where the source already defines a test split (CBIS-DDSM, Kermany), keep it as the only test set.
     test_fraction = 0.0 if any(r.split == "test" for r in records) else cfg.test_fraction
     return assign_splits(records, cfg.val_fraction, test_fraction, cfg.split_seed)
