@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -88,8 +87,7 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         log.warning("site %s has no '%s' split: evaluating on its training split", session.name, split)
     model, loss_fn = session.model_and_loss(msg.content[keys.ARRAYS])
     start = time.monotonic()
-    with torch.no_grad():
-        values = evaluate(model, session.loader(dataset), len(session.cfg.data.classes), loss_fn=loss_fn)
+    values = evaluate(model, session.loader(dataset), len(session.cfg.data.classes), loss_fn=loss_fn)
     metrics: dict[str, float] = {keys.NUM_EXAMPLES: len(dataset), "eval-seconds": time.monotonic() - start}
     for key, value in values.items():
         if key.endswith("/n"):

@@ -230,12 +230,13 @@ class RoundLoop:
 
     def _checkpoint(self, rnd: int, val: dict[str, Any]) -> None:
         model_ckpt = {"config": self.cfg, "epoch": rnd, "metrics": {k: v for k, v in val.items() if v is not None}}
-        holder = _StateHolder(self.state.global_state)
-        save_checkpoint(self.run_dir / "checkpoints" / f"round_{rnd:03d}.pt", model=holder, **model_ckpt)
+        save_checkpoint(
+            self.run_dir / "checkpoints" / f"round_{rnd:03d}.pt", model=self.state.global_state, **model_ckpt
+        )
         score = val.get(self.cfg.train.monitor)
         if score is not None and not math.isnan(score) and (not self.state.best or score > self.state.best["score"]):
             self.state.best = {"round": rnd, "score": float(score)}
-            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", model=holder, **model_ckpt)
+            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", model=self.state.global_state, **model_ckpt)
         self.state.round = rnd
         self.state.strategy = strategy_state(self.strategy)
         write_results(self.run_dir, self.state.history)
@@ -298,14 +299,3 @@ class RoundLoop:
             if self.stop_after is not None and rnd >= self.stop_after:
                 break
         return self.state
-
-
-class _StateHolder(torch.nn.Module):
-    """Minimal module exposing a plain state dict, so global weights are saved as standard model checkpoints."""
-
-    def __init__(self, state: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self._state = state
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        return dict(self._state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def save_checkpoint(
     path: str | Path,
     *,
     config: ExperimentConfig,
-    model: nn.Module,
+    model: nn.Module | Mapping[str, torch.Tensor],
     epoch: int,
     metrics: dict[str, Any] | None = None,
     loss_fn: nn.Module | None = None,
@@ -65,12 +66,15 @@ def save_checkpoint(
     scheduler: Any | None = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (a crash mid-write leaves the previous file intact)."""
+    """Write a checkpoint atomically (a crash mid-write leaves the previous file intact).
+
+    ``model`` is the model or its state dict (the server holds global weights without a module).
+    """
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "config": to_dict(config),
-        "model": model.state_dict(),
+        "model": model.state_dict() if isinstance(model, nn.Module) else dict(model),
         "loss": loss_fn.state_dict() if loss_fn is not None else {},
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,

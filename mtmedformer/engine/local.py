@@ -32,11 +32,6 @@ class LocalResult:
     optimizer_state: dict[str, Any] | None = None
 
     @property
-    def num_examples(self) -> int:
-        """Distinct training images used (the training split's size), the FedAvg weight."""
-        return max((e.num_examples for e in self.epochs), default=0)
-
-    @property
     def seconds(self) -> float:
         """Wall time of local training."""
         return sum(e.seconds for e in self.epochs)
@@ -50,11 +45,6 @@ class LocalResult:
     def task_losses(self) -> dict[str, float]:
         """Per-task mean loss of the last epoch."""
         return self.epochs[-1].task_losses if self.epochs else {}
-
-    @property
-    def task_counts(self) -> dict[str, int]:
-        """Per task, the training images annotated for it (from the first epoch: one pass over the split)."""
-        return self.epochs[0].task_counts if self.epochs else {}
 
 
 def proximal_term(model: nn.Module, mu: float) -> Any:
