@@ -112,6 +112,7 @@ def train_locally(
         epoch_result = train_epoch(
             model, loss_fn, loader, optimizer, grad_clip=cfg.train.grad_clip, max_steps=steps_left,
             extra_loss=extra, desc=f"local epoch {epoch + 1}",
+            precision=cfg.train.precision,
         )
         result.epochs.append(epoch_result)
         if steps_left is not None:

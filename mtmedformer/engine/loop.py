@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,6 +61,36 @@ def _grad_is_finite(params: Iterable[nn.Parameter]) -> bool:
     return all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
 
 
+def _as_float32(outputs: Any) -> Any:
+    """Cast every floating tensor in a (nested) model output to float32, so the loss is computed in fp32."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _as_float32(v) for k, v in outputs.items()}
+    if isinstance(outputs, list | tuple):
+        return type(outputs)(_as_float32(v) for v in outputs)
+    return outputs
+
+
+def autocast_context(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
+    """Mixed-precision context for the forward pass: ``"bf16"`` autocasts, ``"fp32"`` does nothing.
+
+    bf16 autocast runs matrix products and convolutions in bfloat16 (on CPUs with AMX or AVX512-BF16 about
+    twice as fast, with lower activation memory) while weights, optimizer state and the loss stay float32.
+    bfloat16 keeps float32's exponent range, so no loss scaling is needed.
+
+    Raises
+    ------
+    ValueError
+        If ``precision`` is neither ``"fp32"`` nor ``"bf16"``.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+
+
 def train_epoch(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -72,6 +104,7 @@ def train_epoch(
     extra_loss: Callable[[], torch.Tensor] | None = None,
     progress: bool = False,
     desc: str = "train",
+    precision: str = "fp32",
 ) -> EpochResult:
     """Train ``model`` for one pass over ``loader``.
 
@@ -98,6 +131,9 @@ def train_epoch(
         Show a progress bar.
     desc
         Progress bar label.
+    precision
+        ``"fp32"`` or ``"bf16"`` (forward pass under bfloat16 autocast, loss in float32; see
+        :func:`autocast_context`).
 
     Raises
     ------
@@ -117,8 +153,9 @@ def train_epoch(
         if (deadline is not None and time.monotonic() >= deadline) or (max_steps is not None and steps >= max_steps):
             result_budget = deadline is not None and time.monotonic() >= deadline
             break
-        outputs = model(batch.image)
-        out = loss_fn(outputs, batch)
+        with autocast_context(precision, batch.image.device):
+            outputs = model(batch.image)
+        out = loss_fn(_as_float32(outputs), batch)
         if not torch.isfinite(out.total):
             raise FloatingPointError(
                 f"training loss became {out.total.item()} at step {steps} (per task: "

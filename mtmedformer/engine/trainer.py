@@ -140,6 +140,7 @@ def fit(
             deadline=deadline,
             progress=cfg.train.progress,
             desc=f"epoch {epoch}",
+            precision=cfg.train.precision,
         )
         row: dict[str, Any] = {
             "epoch": epoch,
