@@ -16,7 +16,7 @@ from mtmedformer.config.loader import FieldError, suggest
 
 Arch = Literal["vit", "cnn"]
 Preset = Literal["tiny", "small", "base"]
-ClsPool = Literal["cls", "mean"]
+ClsPool = Literal["cls", "mean", "lesion"]
 DecoderNorm = Literal["instance", "batch"]
 
 ARCHS: tuple[str, ...] = ("vit", "cnn")
@@ -105,7 +105,8 @@ class ModelConfig:
     dropout: float = 0.0  # dropout on position-embedded tokens, attention output, MLP and classifier input
     attn_dropout: float = 0.0  # dropout on attention weights (training only)
     tasks: tuple[str, ...] = TASKS  # enabled task heads, a subset of mtmedformer.TASKS
-    cls_pool: ClsPool = "cls"  # classification reads the class token (cls) or the mean of the patch tokens
+    cls_pool: ClsPool = "cls"  # classification reads the class token, the mean of the features, or their mean
+    # weighted by the predicted lesion probability (lesion; needs segmentation); the CNN's cls is its mean pool
     seg_feature_size: int = 16  # UNETR decoder width unit: the stride-s map has seg_feature_size * s channels
     decoder_norm: DecoderNorm = "instance"  # norm in decoders; instance keeps no site-dependent running stats
     detection: DetectionConfig = field(default_factory=DetectionConfig)
@@ -113,7 +114,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _one_of("arch", self.arch, ARCHS)
         _one_of("preset", self.preset, PRESET_NAMES)
-        _one_of("cls_pool", self.cls_pool, ("cls", "mean"))
+        _one_of("cls_pool", self.cls_pool, ("cls", "mean", "lesion"))
         _one_of("decoder_norm", self.decoder_norm, ("instance", "batch"))
         if not _is_power_of_two(self.patch_size) or not 4 <= self.patch_size <= MAX_PATCH_SIZE:
             raise FieldError(
@@ -131,6 +132,12 @@ class ModelConfig:
 
         check_tasks("tasks", tuple(self.tasks))
         object.__setattr__(self, "tasks", tuple(self.tasks))  # a list given in Python code would be unhashable
+        if self.cls_pool == "lesion" and "classification" in self.tasks and "segmentation" not in self.tasks:
+            raise FieldError(
+                "cls_pool",
+                "lesion pooling weights features by the segmentation head's output: enable the segmentation task "
+                "or choose cls_pool cls or mean",
+            )
         if self.seg_feature_size < 1:
             raise FieldError("seg_feature_size", f"must be >= 1, got {self.seg_feature_size}")
         if self.arch == "cnn" and self.detection.stride > CNN_MAX_DETECTION_STRIDE:

@@ -13,7 +13,7 @@ import math
 from torch import nn
 
 from mtmedformer.config.model import ModelConfig
-from mtmedformer.models.classification import ClassificationHead, TokenPool
+from mtmedformer.models.classification import ClassificationHead, LesionPool, TokenPool
 from mtmedformer.models.decoder import build_neck
 from mtmedformer.models.detection import DetectionHead
 from mtmedformer.models.multitask import MultiTaskModel, check_build_args
@@ -69,9 +69,8 @@ class MTMedFormer(MultiTaskModel):
         )
         heads: dict[str, nn.Module] = {}
         if "classification" in cfg.tasks:
-            heads["classification"] = ClassificationHead(
-                TokenPool(cfg.cls_pool), dims.embed_dim, num_classes, dropout=cfg.dropout
-            )
+            pool = LesionPool() if cfg.cls_pool == "lesion" else TokenPool(cfg.cls_pool)
+            heads["classification"] = ClassificationHead(pool, dims.embed_dim, num_classes, dropout=cfg.dropout)
         if "segmentation" in cfg.tasks:
             pyramid = ViTPyramid(dims.embed_dim, cfg.patch_size, 1, cfg.seg_feature_size, cfg.decoder_norm)
             heads["segmentation"] = SegmentationHead(pyramid, build_neck(pyramid, 1, cfg.decoder_norm))

@@ -41,10 +41,15 @@ def check_build_args(cfg: ModelConfig, image_size: int, num_classes: int) -> Non
         raise ValueError(f"num_classes {num_classes} must be >= 2 when the classification task is enabled")
 
 
+def _reads_lesions(head: nn.Module) -> bool:
+    return bool(getattr(head, "needs_lesion_logits", False))
+
+
 class MultiTaskModel(nn.Module):
     """An encoder with ``forward_features`` and one head per enabled task, in ``heads`` keyed by task name.
 
-    Every head is called as ``head(features, image)``; parameters are named ``encoder.*`` and
+    Every head is called as ``head(features, image)`` (a lesion-guided classifier also gets
+    ``lesion_logits``, the segmentation output, so it runs after that head); parameters are named ``encoder.*`` and
     ``heads.<task>.*``.
 
     Parameters
@@ -72,6 +77,8 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         if set(heads) != set(cfg.tasks):
             raise ValueError(f"heads {sorted(heads)} do not match the enabled tasks {list(cfg.tasks)}")
+        if any(_reads_lesions(h) for h in heads.values()) and "segmentation" not in heads:
+            raise ValueError("lesion-guided classification pooling needs the segmentation head")
         self.config = cfg
         self.image_size = image_size
         self.num_classes = num_classes
@@ -99,4 +106,8 @@ class MultiTaskModel(nn.Module):
             If ``image`` is not ``(B, 1, H, W)`` with a size the encoder accepts.
         """
         features = self.encoder.forward_features(image)
-        return {task: head(features, image) for task, head in self.heads.items()}
+        outputs = {task: head(features, image) for task, head in self.heads.items() if not _reads_lesions(head)}
+        for task, head in self.heads.items():
+            if _reads_lesions(head):  # lesion-guided pooling: after the segmentation head it reads
+                outputs[task] = head(features, image, lesion_logits=outputs["segmentation"])
+        return {task: outputs[task] for task in self.heads}
