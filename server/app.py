@@ -27,6 +27,7 @@ from mtmedformer.engine.setup import build_model_and_loss
 from mtmedformer.engine.trainer import make_loader
 from mtmedformer.errors import ConfigError
 from mtmedformer.logs import setup_logging
+from mtmedformer.models import fit_widths
 from server.report import write_report
 from server.results import write_results
 from server.rounds import RoundLoop
@@ -59,6 +60,7 @@ def pooled_test_evaluator(cfg: ExperimentConfig) -> Callable[[int, dict[str, tor
     loader = make_loader(test_set, cfg, train=False)
 
     def evaluate_global(server_round: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        fit_widths(objects.model, state)  # a grown global (matching growth) has wider hidden layers
         objects.model.load_state_dict(state)
         metrics = evaluate(objects.model, loader, len(cfg.data.classes))
         return {k: (float("nan") if v is None else v) for k, v in metrics.items()}

@@ -107,6 +107,11 @@ def screen_replies(
     return out
 
 
+def _bytes_of(messages: list[Message]) -> int:
+    """Bytes of the model arrays the messages carry (per message: slices of a grown model differ in size)."""
+    return sum(m.content[keys.ARRAYS].count_bytes() for m in messages if m.has_content() and keys.ARRAYS in m.content)
+
+
 def _numpy_state(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in state.items()}
 
@@ -177,13 +182,14 @@ class RoundLoop:
 
     def _train(self, rnd: int, arrays: ArrayRecord) -> tuple[dict[str, float], int]:
         reference = _numpy_state(self.state.global_state)
+        # Clients reply at the configured width even when the strategy keeps a grown global (matching growth).
+        reply_reference = getattr(self.strategy, "reply_reference", lambda state: state)(reference)
+        resizable = getattr(self.strategy, "growable_axes", dict)()
         sent = list(self.strategy.configure_train(rnd, arrays, self._config(rnd), self.grid))
         replies = list(self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s))
-        self.bytes_sent += len(sent) * arrays.count_bytes()
-        self.bytes_received += sum(
-            r.content[keys.ARRAYS].count_bytes() for r in replies if r.has_content() and keys.ARRAYS in r.content
-        )
-        screened = screen_replies(sent, replies, self.state.node_sites, reference)
+        self.bytes_sent += _bytes_of(sent)
+        self.bytes_received += _bytes_of(replies)
+        screened = screen_replies(sent, replies, self.state.node_sites, reply_reference)
         self._record_replies(rnd, "train", screened)
         if len(screened.accepted) < self.cfg.federated.min_train_nodes:
             log.error(
@@ -198,7 +204,7 @@ class RoundLoop:
         new_arrays, strategy_metrics = self.strategy.aggregate_train(rnd, screened.accepted)
         if new_arrays is not None:
             candidate = _as_reference_dtypes(new_arrays, reference)
-            problem = check_update({k: v.numpy() for k, v in candidate.items()}, reference)
+            problem = check_update({k: v.numpy() for k, v in candidate.items()}, reference, resizable)
             if problem is None:
                 self.state.global_state = candidate
             else:
@@ -216,7 +222,7 @@ class RoundLoop:
         sent = list(self.strategy.configure_evaluate(rnd, arrays, config, self.grid))
         if not sent:
             return {}
-        self.bytes_sent += len(sent) * arrays.count_bytes()
+        self.bytes_sent += _bytes_of(sent)
         replies = self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s)
         screened = screen_replies(sent, replies, self.state.node_sites, None)
         phase = "val" if split == "val" else split

@@ -35,7 +35,8 @@ def matching_strategy(experiment: ExperimentConfig, **common: object) -> BNPMatc
         model = build_model(experiment.model, experiment.data.image_size, len(experiment.data.classes))
     m = experiment.federated.matching
     matching = MatchingConfig(prior_variance=m.prior_variance, iterations=m.iterations, max_sweeps=m.max_sweeps,
-                              seed=m.seed, noise=m.noise, noise_floor=m.noise_floor)
+                              seed=m.seed, noise=m.noise, noise_floor=m.noise_floor, growth=m.growth,
+                              gamma=m.gamma, growth_cap=m.growth_cap)
     return BNPMatching(build_spec(model), matching, **common)
 
 

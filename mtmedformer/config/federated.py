@@ -66,6 +66,9 @@ class MatchingOptions:
     seed: int = 0  # seed of the client processing order
     noise: Literal["empirical", "scale"] = "empirical"  # per-tensor noise variances: spread of clients, or scale
     noise_floor: float = 1e-4  # floor of an empirical noise variance, relative to the tensor's mean square
+    growth: bool = False  # let MLP hidden units and decoder hidden channels open new global units (PFNM)
+    gamma: float = 1.0  # PFNM's Indian-buffet mass: larger opens new units more readily (> 0)
+    growth_cap: float = 2.0  # a grown group's global width stays <= growth_cap x the configured width (>= 1)
 
     def __post_init__(self) -> None:
         if not self.prior_variance > 0:
@@ -76,6 +79,10 @@ class MatchingOptions:
             raise FieldError("max_sweeps", f"must be >= 1, got {self.max_sweeps}")
         if not self.noise_floor > 0:
             raise FieldError("noise_floor", f"must be > 0, got {self.noise_floor}")
+        if not 0 < self.gamma < float("inf"):
+            raise FieldError("gamma", f"must be a finite number > 0, got {self.gamma}")
+        if not 1 <= self.growth_cap < float("inf"):
+            raise FieldError("growth_cap", f"must be a finite number >= 1, got {self.growth_cap}")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ Typical use::
     result = match_and_merge({"site-a": ClientUpdate(state_a, 120, {"segmentation": 120}), ...}, spec,
                              previous=global_state, config=MatchingConfig(prior_variance=math.inf))
     new_global = result.state_dict
+
+With ``MatchingConfig(growth=True)`` MLP hidden units and decoder hidden channels may grow beyond the
+clients' width (:mod:`strategies.matching.growth`); ``result.index_maps`` then says which global units each
+client holds, and :func:`client_slice` cuts its configured-width model out of the grown global one.
 """
 
 from strategies.matching.align import AlignResult, align
@@ -26,12 +30,14 @@ from strategies.matching.permute import (
 )
 from strategies.matching.posterior import posterior_mean, server_step
 from strategies.matching.spec import BlockTie, PermutationSpec, Segment, SpecBuilder
+from strategies.matching.widths import IndexMaps, client_slice, default_index_maps, growable_axes, widths_of
 
 __all__ = [
     "AlignResult",
     "BlockTie",
     "ClientUpdate",
     "GroupStats",
+    "IndexMaps",
     "MatchingConfig",
     "MatchingError",
     "MergeDiagnostics",
@@ -43,11 +49,15 @@ __all__ = [
     "align",
     "apply_permutations",
     "build_spec",
+    "client_slice",
     "compose",
+    "default_index_maps",
+    "growable_axes",
     "identity_permutations",
     "invert",
     "match_and_merge",
     "posterior_mean",
     "random_permutations",
     "server_step",
+    "widths_of",
 ]

@@ -32,16 +32,6 @@ def model():
     return tiny_model()
 
 
-@pytest.fixture(scope="module")
-def spec(model):
-    return build_spec(model)
-
-
-@pytest.fixture(scope="module")
-def base(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
 def _noisy_permuted_clients(base, spec, counts, noise=0.3, seed=0):
     clients = {}
     for j, n in enumerate(counts):
