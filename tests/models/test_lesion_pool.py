@@ -66,7 +66,12 @@ def test_classification_gradients_do_not_reach_the_segmentation_logits():
 def test_model_with_lesion_pooling_runs_every_head(arch, size):
     # Prepare
     cfg = ModelConfig(
-        arch=arch, patch_size=8, depth=1, cls_pool="lesion", seg_feature_size=4, detection=DetectionConfig(feature_size=4)
+        arch=arch,
+        patch_size=8,
+        depth=1,
+        cls_pool="lesion",
+        seg_feature_size=4,
+        detection=DetectionConfig(feature_size=4),
     )
     model = build_model(cfg, image_size=size, num_classes=2).eval()
     # Execute
