@@ -1,25 +1,30 @@
 """Training-throughput benchmark of MTMedFormer on this machine's CPU.
 
-For each configuration (ViT preset, image size, enabled heads) it measures, in a fresh subprocess:
+For each configuration (ViT preset, image size, enabled heads, training precision) it measures, in a fresh
+subprocess:
 
 - training throughput (images/s) from the median of several timed steps after warm-up; one step is forward,
-  hybrid loss, backward and an AdamW step (the project's own model, loss and optimizer construction);
+  hybrid loss, backward and an AdamW step (the project's own model, loss and optimizer construction), with the
+  forward under the engine's own mixed-precision path for ``train.precision`` (``fp32`` or ``bf16``);
 - model FLOPs per image of one real training step (forward + loss + backward) and of the model forward alone,
   counted with :class:`torch.utils.flop_counter.FlopCounterMode` (matrix products, convolutions, attention;
   element-wise work and the optimizer are not FLOPs in this convention), and the forward split by model part;
+  the count depends on shapes only, so it is the same in both precisions;
 - the process's peak resident memory during the timed steps (``VmHWM`` of ``/proc/self/status``);
 - model-FLOP utilisation (MFU): achieved FLOP/s over this machine's fp32 GEMM peak, measured in the same run
-  with ``torch.mm`` on large square matrices and the same thread count;
-- for tiny at 128 px with all heads, a ``torch.profiler`` breakdown of where the step's time goes (GEMM,
-  attention, convolution, norm, element-wise, copies, optimizer, framework) and the FLOP/s each kind reaches.
+  with ``torch.mm`` on large square matrices and the same thread count; bf16 rows are also reported against
+  the bf16 ``torch.mm`` peak of the same run;
+- for tiny at 128 px with all heads (in each precision), a ``torch.profiler`` breakdown of where the step's
+  time goes (GEMM, attention, convolution, norm, element-wise, copies, optimizer, framework) and the FLOP/s
+  each kind reaches.
 
 Usage::
 
     python benchmarks/train_throughput.py [--quick] [--threads N] [--json out.json]
-        [--steps K] [--small-batch B] [--bf16] [--adamw {default,foreach,fused}]
+        [--steps K] [--small-batch B] [--precision {fp32,bf16} ...] [--adamw {default,foreach,fused}]
 
-``--bf16`` and ``--adamw`` measure candidate speed-ups (bf16 autocast, a fused optimizer); without them the
-step is exactly today's fp32 training step. See ``benchmarks/README.md``.
+By default the plan has fp32 rows for every configuration and bf16 rows at 128 px. ``--adamw`` swaps the
+optimizer kernel; without it the step uses the optimizer training builds. See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from mtmedformer import TASKS  # noqa: E402
 from mtmedformer.config import ExperimentConfig, config_from_dict  # noqa: E402
 from mtmedformer.data.batch import Batch  # noqa: E402
+from mtmedformer.engine.loop import as_float32, autocast_context  # noqa: E402
 from mtmedformer.engine.optim import build_optimizer  # noqa: E402
 from mtmedformer.engine.setup import build_model_and_loss  # noqa: E402
 
@@ -55,8 +61,14 @@ HEADS: dict[str, tuple[str, ...]] = {"all": TASKS, "cls": ("classification",)}
 """Benchmark head sets: all three task heads, or the encoder plus the classification head only."""
 
 ADAMW_IMPLS = ("default", "foreach", "fused")
-"""AdamW implementations: torch's default for CPU tensors (one small op per tensor), or ``foreach=True`` /
-``fused=True``."""
+"""AdamW implementations: ``default`` is what :func:`mtmedformer.engine.optim.build_optimizer` builds (the
+optimizer training uses; fused AdamW today), the others re-make it with ``foreach=True`` / ``fused=True``."""
+
+PRECISIONS = ("fp32", "bf16")
+"""Training precisions, the values of ``train.precision`` (see :func:`mtmedformer.engine.loop.autocast_context`)."""
+
+BF16_SIZES = (128,)
+"""Image sizes of the default plan's bf16 rows (fp32 rows cover every size of the plan)."""
 
 CATEGORIES = ("gemm", "attention", "conv", "norm", "elementwise", "copy+fill", "optimizer", "framework")
 """Profile categories; ``norm`` + ``elementwise`` is the usual "norm+elementwise" group."""
@@ -99,9 +111,10 @@ class RunSpec:
         Extra steps profiled with ``torch.profiler`` after timing (0 = no profile). Default 0.
     seed
         Seeds the model initialisation and the random batch. Default 0.
-    bf16
-        Run forward and loss under ``torch.autocast("cpu", torch.bfloat16)`` (weights, gradients and the
-        optimizer stay fp32). Default False: plain fp32, what training does today.
+    precision
+        ``train.precision`` of the step, one of :data:`PRECISIONS`: ``"fp32"`` (default) or ``"bf16"`` (the
+        model forward under bfloat16 autocast, outputs cast back to float32 for the loss; weights, gradients and
+        the optimizer stay float32), exactly as :func:`mtmedformer.engine.loop.train_epoch` does it.
     adamw
         AdamW implementation, one of :data:`ADAMW_IMPLS`. Default ``"default"`` (what
         :func:`mtmedformer.engine.optim.build_optimizer` builds today).
@@ -118,7 +131,7 @@ class RunSpec:
     threads: int = 1
     profile_steps: int = 0
     seed: int = 0
-    bf16: bool = False
+    precision: str = "fp32"
     adamw: str = "default"
 
     def __post_init__(self) -> None:
@@ -131,17 +144,25 @@ class RunSpec:
             raise ValueError(f"profile_steps must be >= 0, got {self.profile_steps}")
         if self.adamw not in ADAMW_IMPLS:
             raise ValueError(f"adamw must be one of {list(ADAMW_IMPLS)}, got {self.adamw!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
 
     @property
-    def mode(self) -> str:
-        """Precision and optimizer, e.g. ``fp32/adamw`` or ``bf16/adamw-fused``."""
-        return ("bf16" if self.bf16 else "fp32") + "/adamw" + ("" if self.adamw == "default" else f"-{self.adamw}")
+    def optimizer(self) -> str:
+        """Optimizer column: ``adamw`` (what training builds) or ``adamw-foreach`` / ``adamw-fused``."""
+        return "adamw" if self.adamw == "default" else f"adamw-{self.adamw}"
+
+    @property
+    def config(self) -> str:
+        """The configuration without its precision, e.g. ``tiny/128px/all/b32`` (``/adamw-fused`` appended when
+        the optimizer is not the default); the rows of one configuration in two precisions share it."""
+        base = f"{self.preset}/{self.image_size}px/{self.heads}/b{self.batch_size}"
+        return base if self.adamw == "default" else f"{base}/{self.optimizer}"
 
     @property
     def label(self) -> str:
-        """Short name, e.g. ``tiny/128px/all/b32`` (with the mode appended when it is not fp32/adamw)."""
-        base = f"{self.preset}/{self.image_size}px/{self.heads}/b{self.batch_size}"
-        return base if self.mode == "fp32/adamw" else f"{base}/{self.mode}"
+        """Short name with the precision, e.g. ``tiny/128px/all/b32/bf16``."""
+        return f"{self.config}/{self.precision}"
 
 
 @dataclass
@@ -196,7 +217,11 @@ class RunResult:
     profile: ProfileBreakdown | None = None
 
     def mfu(self, peak_flops_per_s: float) -> float:
-        """Model-FLOP utilisation: achieved training FLOP/s divided by ``peak_flops_per_s``."""
+        """Model-FLOP utilisation: achieved training FLOP/s divided by ``peak_flops_per_s``.
+
+        The project's MFU divides by the fp32 GEMM peak of the same run, whatever the row's precision; a bf16
+        row divided by the bf16 GEMM peak says how close it comes to what bf16 matrix products can reach.
+        """
         return self.train_flops_per_image * self.images_per_s / peak_flops_per_s
 
 
@@ -268,7 +293,7 @@ class Bench:
     loss_fn: torch.nn.Module
     optimizer: torch.optim.Optimizer
     batch: Batch
-    bf16: bool = False
+    precision: str = "fp32"
 
 
 def build_bench(spec: RunSpec) -> Bench:
@@ -285,19 +310,24 @@ def build_bench(spec: RunSpec) -> Bench:
     objects.model.train()
     objects.loss_fn.train()
     batch = make_batch(spec.batch_size, spec.image_size, len(cfg.data.classes), seed=spec.seed)
-    return Bench(objects.model, objects.loss_fn, optimizer, batch, spec.bf16)
+    return Bench(objects.model, objects.loss_fn, optimizer, batch, spec.precision)
 
 
 def _forward_and_loss(bench: Bench, counter: FlopCounterMode | None = None) -> torch.Tensor:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bench.bf16):
-        with record_function("bench/forward"), counter if counter is not None else contextlib.nullcontext():
+    # The engine's own precision path (mtmedformer.engine.loop.train_epoch): forward under autocast_context,
+    # outputs cast back to float32 outside it, loss in float32.
+    with record_function("bench/forward"), counter if counter is not None else contextlib.nullcontext():
+        with autocast_context(bench.precision, bench.batch.image.device):
             outputs = bench.model(bench.batch.image)
-        with record_function("bench/loss"):
-            return bench.loss_fn(outputs, bench.batch).total
+    with record_function("bench/loss"):
+        return bench.loss_fn(as_float32(outputs), bench.batch).total
 
 
 def train_step(bench: Bench) -> torch.Tensor:
-    """One training step: forward, hybrid loss, backward, optimizer step. Returns the detached total loss."""
+    """One training step: forward (in ``bench.precision``), hybrid loss, backward, optimizer step.
+
+    Returns the detached total loss. Gradient clipping and the finite-gradient check of the engine are left out.
+    """
     bench.optimizer.zero_grad(set_to_none=True)
     total = _forward_and_loss(bench)
     with record_function("bench/backward"):
@@ -347,6 +377,10 @@ def counted_step(bench: Bench) -> tuple[int, int, dict[str, int], dict[str, int]
     ``__call__`` hooks, and the encoder is run through ``forward_features`` (no hook), which leaves its backward
     FLOPs scattered over unrelated module names. The forward split is exact: every head is called as a
     module, and the encoder is the forward total minus the heads.
+
+    The step runs in ``bench.precision`` (it is also the first warm-up step, so it warms up the kernels the
+    timed steps use). The counter computes FLOPs from operator shapes, not dtypes, so a bf16 step counts the
+    same model FLOPs as an fp32 one; the smoke test checks this.
     """
     bench.optimizer.zero_grad(set_to_none=True)
     forward_counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
@@ -542,6 +576,15 @@ def measure_gemm_peak(
         torch.set_num_threads(previous)
 
 
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+"""Precision name -> dtype of the GEMM peaks measured in every run."""
+
+
+def measure_peaks(threads: int) -> dict[str, GemmPeak]:
+    """Measure the fp32 and the bf16 GEMM peak, one after the other (see :func:`measure_gemm_peak`)."""
+    return {name: measure_gemm_peak(threads, dtype=dtype) for name, dtype in PEAK_DTYPES.items()}
+
+
 def run_in_subprocess(spec: RunSpec) -> RunResult:
     """Run :func:`run_config` in a fresh Python process so that its peak RSS belongs to ``spec`` alone.
 
@@ -585,16 +628,24 @@ def benchmark_plan(
     threads: int,
     small_batch: int = 16,
     timed_steps: int | None = None,
-    bf16: bool = False,
+    precisions: tuple[str, ...] = PRECISIONS,
     adamw: str = "default",
 ) -> list[RunSpec]:
     """The configurations of a run: tiny (batch 32) and small (``small_batch``), all heads and cls only.
 
-    The full run covers 128 and 224 px with 2 warm-up steps (the first FLOP-counted) and 3 timed steps, and
-    profiles 1 step of tiny at 128 px with all heads; ``quick`` covers 128 px only with 1 warm-up and 2 timed
-    steps. ``timed_steps`` overrides the number of timed steps; ``bf16`` and ``adamw`` apply to every
-    configuration (see :class:`RunSpec`).
+    The full run covers 128 and 224 px with 2 warm-up steps (the first FLOP-counted) and 3 timed steps;
+    ``quick`` covers 128 px only with 1 warm-up and 2 timed steps. ``timed_steps`` overrides the number of timed
+    steps. fp32 rows cover every size, bf16 rows the sizes in :data:`BF16_SIZES` (128 px); the precisions of one
+    configuration run one after the other, so they see similar competing load. Tiny at 128 px with all heads
+    is profiled for 1 step in each precision. ``adamw`` applies to every row (see :class:`RunSpec`).
+
+    Raises
+    ------
+    ValueError
+        If ``precisions`` is empty or holds a value outside :data:`PRECISIONS`.
     """
+    if not precisions or any(p not in PRECISIONS for p in precisions):
+        raise ValueError(f"precisions must be a non-empty subset of {list(PRECISIONS)}, got {list(precisions)}")
     sizes = (128,) if quick else (128, 224)
     warmup, timed, profiled = (1, 2, 1) if quick else (2, 3, 1)
     timed = timed_steps or timed
@@ -603,20 +654,23 @@ def benchmark_plan(
         for size in sizes:
             for heads in HEADS:
                 profile_steps = profiled if (preset, size, heads) == ("tiny", 128, "all") else 0
-                plan.append(
-                    RunSpec(
-                        preset=preset,
-                        image_size=size,
-                        batch_size=batch,
-                        heads=heads,
-                        warmup_steps=warmup,
-                        timed_steps=timed,
-                        threads=threads,
-                        profile_steps=profile_steps,
-                        bf16=bf16,
-                        adamw=adamw,
+                for precision in dict.fromkeys(precisions):  # ordered, without repeats
+                    if precision == "bf16" and size not in BF16_SIZES:
+                        continue
+                    plan.append(
+                        RunSpec(
+                            preset=preset,
+                            image_size=size,
+                            batch_size=batch,
+                            heads=heads,
+                            warmup_steps=warmup,
+                            timed_steps=timed,
+                            threads=threads,
+                            profile_steps=profile_steps,
+                            precision=precision,
+                            adamw=adamw,
+                        )
                     )
-                )
     return plan
 
 
@@ -630,43 +684,54 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([fmt.format(*header), line, *(fmt.format(*row) for row in rows)])
 
 
-def format_report(
-    results: list[RunResult],
-    peaks: list[GemmPeak],
-    bf16_peak: GemmPeak | None,
-    threads: int,
-    load_averages: tuple[float, float] | None = None,
-) -> str:
-    """Render the results as plain-text tables (throughput/MFU/memory, FLOPs by part, the profile).
+def best_peak(peaks: list[GemmPeak]) -> float:
+    """The highest of several GEMM-peak measurements, FLOP/s: the MFU denominator (the conservative choice).
 
-    ``peaks`` are the fp32 GEMM measurements of the run (the best one defines MFU); ``load_averages`` the
-    1-minute load average at the start and the end of the run, shown so competing load is visible.
+    Raises
+    ------
+    ValueError
+        If ``peaks`` is empty.
     """
-    peak = max(p.flops_per_s for p in peaks)
-    out = [
-        f"torch {torch.__version__}, {threads} thread(s) (torch.set_num_threads), {os.cpu_count()} logical CPU(s)",
-        "fp32 GEMM peak (torch.mm, best over n x repeats), measured "
-        + ", then ".join(f"{p.flops_per_s / 1e9:.1f} GFLOP/s (n={p.size})" for p in peaks)
-        + f" -> MFU uses {peak / 1e9:.1f} GFLOP/s",
-    ]
-    if load_averages is not None:
-        out.append(f"1-min load average: {load_averages[0]:.1f} at start, {load_averages[1]:.1f} at end")
-    if bf16_peak is not None:
-        out.append(f"bf16 GEMM (information only): {bf16_peak.flops_per_s / 1e9:.1f} GFLOP/s at n={bf16_peak.size}")
-    out.append("")
+    if not peaks:
+        raise ValueError("need at least one GEMM peak measurement")
+    return max(p.flops_per_s for p in peaks)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _peak_lines(fp32_peaks: list[GemmPeak], bf16_peaks: list[GemmPeak]) -> list[str]:
+    lines = []
+    for name, peaks, use in (
+        ("fp32", fp32_peaks, "'MFU % (fp32 peak)'"),
+        ("bf16", bf16_peaks, "'MFU % (bf16 peak)'"),
+    ):
+        if peaks:
+            measured = ", then ".join(f"{p.flops_per_s / 1e9:.1f} GFLOP/s (n={p.size})" for p in peaks)
+            lines.append(
+                f"{name} GEMM peak (torch.mm, best over n x repeats), measured {measured}"
+                f" -> {use} uses {best_peak(peaks) / 1e9:.1f} GFLOP/s"
+            )
+    return lines
+
+
+def _main_table(results: list[RunResult], fp32_peak: float, bf16_peak: float | None) -> str:
     header = [
         "preset",
         "px",
         "batch",
         "heads",
-        "mode",
+        "precision",
+        "optimizer",
         "params M",
         "step s",
         "img/s",
         "train GFLOP/img",
         "fwd GFLOP/img",
         "GFLOP/s",
-        "MFU %",
+        "MFU % (fp32 peak)",
+        "MFU % (bf16 peak)",
         "CPU %",
         "built RSS MiB",
         "peak RSS MiB",
@@ -675,70 +740,181 @@ def format_report(
     rows = []
     for r in results:
         s = r.spec
+        bf16_mfu = _pct(r.mfu(bf16_peak)) if bf16_peak is not None and s.precision == "bf16" else "-"
         rows.append(
             [
                 s.preset,
                 str(s.image_size),
                 str(s.batch_size),
                 s.heads,
-                s.mode,
+                s.precision,
+                s.optimizer,
                 f"{r.parameters / 1e6:.2f}",
                 f"{r.median_step_s:.2f}",
                 f"{r.images_per_s:.2f}",
                 f"{r.train_flops_per_image / 1e9:.2f}",
                 f"{r.forward_flops_per_image / 1e9:.2f}",
                 f"{r.train_flops_per_image * r.images_per_s / 1e9:.1f}",
-                f"{100 * r.mfu(peak):.1f}",
+                _pct(r.mfu(fp32_peak)),
+                bf16_mfu,
                 f"{100 * r.cpu_share:.0f}",
                 f"{r.built_rss_mib:.0f}",
                 f"{r.peak_rss_mib:.0f}",
                 f"{r.rss_growth_mib:.0f}",
             ]
         )
-    out += ["Training throughput (median of timed steps), model FLOPs, MFU and memory", _table(header, rows), ""]
+    return _table(header, rows)
+
+
+def precision_pairs(results: list[RunResult]) -> list[tuple[RunResult, RunResult]]:
+    """``(fp32 result, bf16 result)`` of every configuration measured in both precisions, in run order."""
+    fp32 = {r.spec: r for r in results if r.spec.precision == "fp32"}
+    return [
+        (fp32[replace(r.spec, precision="fp32")], r)
+        for r in results
+        if r.spec.precision == "bf16" and replace(r.spec, precision="fp32") in fp32
+    ]
+
+
+def _precision_table(pairs: list[tuple[RunResult, RunResult]]) -> str:
+    header = ["config", "fp32 img/s", "bf16 img/s", "bf16 speed-up x", "fp32 peak RSS MiB", "bf16 peak RSS MiB"]
+    rows = [
+        [
+            a.spec.config,
+            f"{a.images_per_s:.2f}",
+            f"{b.images_per_s:.2f}",
+            f"{b.images_per_s / a.images_per_s:.2f}",
+            f"{a.peak_rss_mib:.0f}",
+            f"{b.peak_rss_mib:.0f}",
+        ]
+        for a, b in pairs
+    ]
+    return _table(header, rows)
+
+
+def _parts_table(results: list[RunResult]) -> str | None:
     parts = ["encoder", *TASKS]
-    rows = []
+    rows, seen = [], set()
     for r in results:
-        if r.spec.heads != "all":
-            continue
+        if r.spec.heads != "all" or r.spec.config in seen:
+            continue  # model FLOPs do not depend on the precision: one row per configuration
+        seen.add(r.spec.config)
         total = r.forward_flops_per_image
         shares = (f"{100 * r.forward_flops_by_part.get(p, 0.0) / total:.1f}" for p in parts)
-        rows.append([r.spec.label, f"{total / 1e9:.2f}", *shares])
-    if rows:
-        header = ["config", "fwd GFLOP/img", *(f"{p} %" for p in parts)]
-        out += ["Share of model-forward FLOPs by part", _table(header, rows), ""]
-    for r in results:
-        if r.profile is None:
-            continue
-        p = r.profile
-        rows = []
-        for c in CATEGORIES:
-            ms, gflop = p.category_ms[c], p.category_gflops[c]
-            rate = gflop / (ms / 1e3) if ms > 0 and gflop > 0 else float("nan")
-            rows.append(
-                [
-                    c,
-                    f"{ms:.0f}",
-                    f"{100 * ms / p.step_ms:.1f}",
-                    f"{gflop:.1f}",
-                    "-" if math.isnan(rate) else f"{rate:.1f}",
-                    "-" if math.isnan(rate) else f"{100 * rate * 1e9 / peak:.1f}",
-                ]
-            )
-        header = ["category", "ms/step", "% time", "GFLOP/step", "GFLOP/s", "% fp32 peak"]
-        out += [
-            f"Profile of {r.spec.label} ({r.spec.profile_steps} step(s), self CPU time; step {p.step_ms:.0f} ms)",
-            _table(header, rows),
-            "",
-        ]
-        phases = ", ".join(f"{k} {v:.0f} ms" for k, v in p.phase_ms.items())
-        out += [f"Phases: {phases}", ""]
-        rows = [
-            [name, cat, f"{ms:.0f}", f"{100 * ms / p.step_ms:.1f}", f"{calls:.0f}"]
-            for name, cat, ms, calls in p.top_ops
-        ]
-        out += ["Top operations by self CPU time", _table(["op", "category", "ms/step", "%", "calls/step"], rows), ""]
+        rows.append([r.spec.config, f"{total / 1e9:.2f}", *shares])
+    return _table(["config", "fwd GFLOP/img", *(f"{p} %" for p in parts)], rows) if rows else None
+
+
+def _profile_section(r: RunResult, fp32_peak: float, bf16_peak: float | None) -> list[str]:
+    p = r.profile
+    if p is None:
+        return []
+    peaks = {"fp32": fp32_peak}
+    if r.spec.precision == "bf16" and bf16_peak is not None:
+        peaks["bf16"] = bf16_peak
+    rows = []
+    for c in CATEGORIES:
+        ms, gflop = p.category_ms[c], p.category_gflops[c]
+        rate = gflop / (ms / 1e3) if ms > 0 and gflop > 0 else float("nan")
+        measured = not math.isnan(rate)
+        shares = (_pct(rate * 1e9 / peak) if measured else "-" for peak in peaks.values())
+        rows.append(
+            [c, f"{ms:.0f}", f"{100 * ms / p.step_ms:.1f}", f"{gflop:.1f}", f"{rate:.1f}" if measured else "-", *shares]
+        )
+    header = ["category", "ms/step", "% time", "GFLOP/step", "GFLOP/s", *(f"% {name} peak" for name in peaks)]
+    phases = ", ".join(f"{k} {v:.0f} ms" for k, v in p.phase_ms.items())
+    top = [
+        [name, cat, f"{ms:.0f}", f"{100 * ms / p.step_ms:.1f}", f"{calls:.0f}"] for name, cat, ms, calls in p.top_ops
+    ]
+    return [
+        f"Profile of {r.spec.label} ({r.spec.profile_steps} step(s), self CPU time; step {p.step_ms:.0f} ms)",
+        _table(header, rows),
+        "",
+        f"Phases: {phases}",
+        "",
+        "Top operations by self CPU time",
+        _table(["op", "category", "ms/step", "%", "calls/step"], top),
+        "",
+    ]
+
+
+def json_payload(
+    results: list[RunResult],
+    fp32_peaks: list[GemmPeak],
+    bf16_peaks: list[GemmPeak],
+    threads: int,
+    load_averages: tuple[float, float],
+) -> dict[str, Any]:
+    """Every number of the run as JSON-ready data: peaks (FLOP/s), results, and each result's MFU.
+
+    Each result gets ``mfu_fp32_peak`` (the project's MFU, every row) and ``mfu_bf16_peak`` (bf16 rows; None
+    for fp32 rows), both fractions, not percentages.
+    """
+    fp32_peak, bf16_peak = best_peak(fp32_peaks), best_peak(bf16_peaks)
+    return {
+        "threads": threads,
+        "load_averages_1min": load_averages,
+        "torch": torch.__version__,
+        "fp32_gemm_peaks": [asdict(p) for p in fp32_peaks],
+        "bf16_gemm_peaks": [asdict(p) for p in bf16_peaks],
+        "fp32_peak_flops_per_s": fp32_peak,
+        "bf16_peak_flops_per_s": bf16_peak,
+        "results": [
+            asdict(r)
+            | {
+                "mfu_fp32_peak": r.mfu(fp32_peak),
+                "mfu_bf16_peak": r.mfu(bf16_peak) if r.spec.precision == "bf16" else None,
+            }
+            for r in results
+        ],
+    }
+
+
+def format_report(
+    results: list[RunResult],
+    fp32_peaks: list[GemmPeak],
+    bf16_peaks: list[GemmPeak],
+    threads: int,
+    load_averages: tuple[float, float] | None = None,
+) -> str:
+    """Render the results as plain-text tables (throughput/MFU/memory, bf16 vs fp32, FLOPs by part, profiles).
+
+    ``fp32_peaks`` and ``bf16_peaks`` are the GEMM measurements of the run (the best of each is used, see
+    :func:`best_peak`): every row's MFU is against the fp32 peak, bf16 rows' also against the bf16 peak (when
+    measured). ``load_averages`` are the 1-minute load average at the start and the end of the run, shown so
+    competing load is visible.
+
+    Raises
+    ------
+    ValueError
+        If ``fp32_peaks`` is empty.
+    """
+    fp32_peak = best_peak(fp32_peaks)
+    bf16_peak = best_peak(bf16_peaks) if bf16_peaks else None
+    out = [
+        f"torch {torch.__version__}, {threads} thread(s) (torch.set_num_threads), {os.cpu_count()} logical CPU(s)",
+        *_peak_lines(fp32_peaks, bf16_peaks),
+    ]
+    if load_averages is not None:
+        out.append(f"1-min load average: {load_averages[0]:.1f} at start, {load_averages[1]:.1f} at end")
     out += [
+        "",
+        "Training throughput (median of timed steps), model FLOPs, MFU and memory",
+        _main_table(results, fp32_peak, bf16_peak),
+        "",
+    ]
+    pairs = precision_pairs(results)
+    if pairs:
+        out += ["bf16 vs fp32, same configuration, same run", _precision_table(pairs), ""]
+    parts = _parts_table(results)
+    if parts is not None:
+        out += ["Share of model-forward FLOPs by part (the same in both precisions)", parts, ""]
+    for r in results:
+        out += _profile_section(r, fp32_peak, bf16_peak)
+    out += [
+        "MFU % (fp32 peak): train GFLOP/img x img/s / the fp32 torch.mm peak of this run, for every row (the",
+        "project's MFU). MFU % (bf16 peak): bf16 rows only, the same FLOP/s over the bf16 torch.mm peak of this",
+        "run (how close bf16 training comes to what bf16 matrix products reach). The two are not comparable.",
         "CPU %: process CPU time during the timed steps / (wall time x threads); below ~90 % other processes",
         "competed for the cores, and throughput/MFU are lower than this machine gives when idle.",
         "Built RSS: after building model, loss, optimizer and batch (interpreter, torch and MONAI included).",
@@ -757,7 +933,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
     parser.add_argument("--small-batch", type=int, default=16, help="batch size of the small preset (default 16)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 3, quick 2)")
-    parser.add_argument("--bf16", action="store_true", help="forward and loss under bf16 autocast (default fp32)")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=PRECISIONS,
+        default=list(PRECISIONS),
+        help="training precisions to measure (default: fp32 bf16; bf16 rows at 128 px only)",
+    )
     parser.add_argument("--adamw", choices=ADAMW_IMPLS, default="default", help="AdamW implementation")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one RunSpec as JSON
     args = parser.parse_args(argv)
@@ -779,8 +961,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     threads = args.threads or len(os.sched_getaffinity(0))
     load_start = os.getloadavg()[0]
-    plan = benchmark_plan(args.quick, threads, args.small_batch, args.steps, args.bf16, args.adamw)
-    peaks = [measure_gemm_peak(threads)]
+    plan = benchmark_plan(args.quick, threads, args.small_batch, args.steps, tuple(args.precision), args.adamw)
+    peaks = [measure_peaks(threads)]
     results = []
     for number, spec in enumerate(plan, start=1):
         start = time.perf_counter()
@@ -791,20 +973,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-    peaks.append(measure_gemm_peak(threads))  # again at the end: competing load shows as a gap between the two
-    bf16_peak = measure_gemm_peak(threads, sizes=(2048,), dtype=torch.bfloat16)
+    peaks.append(measure_peaks(threads))  # again at the end: competing load shows as a gap between the two
+    fp32_peaks, bf16_peaks = [p["fp32"] for p in peaks], [p["bf16"] for p in peaks]
     load_averages = (load_start, os.getloadavg()[0])
-    print(format_report(results, peaks, bf16_peak, threads, load_averages))
+    print(format_report(results, fp32_peaks, bf16_peaks, threads, load_averages))
     if args.json is not None:
-        payload = {
-            "threads": threads,
-            "load_averages_1min": load_averages,
-            "torch": torch.__version__,
-            "gemm_peaks": [asdict(p) for p in peaks],
-            "bf16_gemm_peak": asdict(bf16_peak),
-            "peak_flops_per_s": max(p.flops_per_s for p in peaks),
-            "results": [asdict(r) | {"mfu": r.mfu(max(p.flops_per_s for p in peaks))} for r in results],
-        }
+        payload = json_payload(results, fp32_peaks, bf16_peaks, threads, load_averages)
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
 

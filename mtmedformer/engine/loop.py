@@ -61,14 +61,14 @@ def _grad_is_finite(params: Iterable[nn.Parameter]) -> bool:
     return all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
 
 
-def _as_float32(outputs: Any) -> Any:
+def as_float32(outputs: Any) -> Any:
     """Cast every floating tensor in a (nested) model output to float32, so the loss is computed in fp32."""
     if isinstance(outputs, torch.Tensor):
         return outputs.float() if outputs.is_floating_point() else outputs
     if isinstance(outputs, dict):
-        return {k: _as_float32(v) for k, v in outputs.items()}
+        return {k: as_float32(v) for k, v in outputs.items()}
     if isinstance(outputs, list | tuple):
-        return type(outputs)(_as_float32(v) for v in outputs)
+        return type(outputs)(as_float32(v) for v in outputs)
     return outputs
 
 
@@ -155,7 +155,7 @@ def train_epoch(
             break
         with autocast_context(precision, batch.image.device):
             outputs = model(batch.image)
-        out = loss_fn(_as_float32(outputs), batch)
+        out = loss_fn(as_float32(outputs), batch)
         if not torch.isfinite(out.total):
             raise FloatingPointError(
                 f"training loss became {out.total.item()} at step {steps} (per task: "

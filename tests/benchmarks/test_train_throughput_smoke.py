@@ -5,7 +5,8 @@ No timing is asserted: the machine is shared, so only positivity and finiteness 
 
 import json
 import math
-from dataclasses import asdict
+import re
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -36,7 +37,13 @@ def _positive_finite(value: float) -> bool:
 
 @pytest.mark.parametrize(
     ("heads", "variant"),
-    [("all", {}), ("cls", {}), ("all", {"bf16": True, "adamw": "fused"}), ("cls", {"adamw": "foreach"})],
+    [
+        ("all", {}),
+        ("cls", {}),
+        ("all", {"precision": "bf16"}),
+        ("cls", {"precision": "bf16", "adamw": "fused"}),
+        ("cls", {"adamw": "foreach"}),
+    ],
 )
 def test_run_config_reports_positive_finite_fields(heads, variant):
     # Prepare
@@ -71,6 +78,38 @@ def test_run_config_reports_positive_finite_fields(heads, variant):
     assert tt.result_from_dict(asdict(result)) == result
 
 
+def test_bf16_step_counts_the_same_model_flops_as_fp32():
+    # Prepare: the counter works from shapes, so autocast must not change the model FLOPs of a step
+    benches = {p: tt.build_bench(_minuscule("all", precision=p)) for p in tt.PRECISIONS}
+    # Execute
+    counts = {p: tt.counted_step(bench) for p, bench in benches.items()}
+    # Assert
+    assert counts["bf16"] == counts["fp32"]
+    assert counts["fp32"][0] > 0
+
+
+@pytest.mark.parametrize(("precision", "model_dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_train_step_uses_the_engines_precision_path(precision, model_dtype):
+    # Prepare: record the dtype of the model's logits and of what the loss receives
+    bench = tt.build_bench(_minuscule("cls", precision=precision))
+    seen = {}
+
+    def model_hook(module, args, outputs) -> None:  # a hook returning non-None would replace the outputs
+        seen["model"] = outputs["classification"].dtype
+
+    def loss_hook(module, args) -> None:
+        seen["loss"] = args[0]["classification"].dtype
+
+    bench.model.register_forward_hook(model_hook)
+    bench.loss_fn.register_forward_pre_hook(loss_hook)
+    # Execute
+    loss = tt.train_step(bench)
+    # Assert: forward under autocast_context(precision), loss on float32 outputs (engine/loop.py::train_epoch)
+    assert seen == {"model": model_dtype, "loss": torch.float32}
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(p.dtype == torch.float32 for p in bench.model.parameters())
+
+
 def test_worker_mode_prints_a_result_the_parent_reads(capsys):
     # Prepare: the worker protocol in-process (a real subprocess would spend most of its time importing torch)
     spec = _minuscule("cls")
@@ -84,16 +123,18 @@ def test_worker_mode_prints_a_result_the_parent_reads(capsys):
 
 
 def test_failed_worker_is_reported_with_its_stderr():
-    with pytest.raises(RuntimeError, match=r"tiny/32px/cls/b2 failed \(exit 1\)") as error:
+    with pytest.raises(RuntimeError, match=r"tiny/32px/cls/b2/fp32 failed \(exit 1\)") as error:
         tt.parse_worker_output(_minuscule("cls"), 1, "", "Traceback ...\nMemoryError")
     assert "MemoryError" in str(error.value)
 
 
-def test_gemm_peak_is_positive():
+@pytest.mark.parametrize(("dtype", "name"), [(torch.float32, "float32"), (torch.bfloat16, "bfloat16")])
+def test_gemm_peak_is_positive(dtype, name):
     # Execute
-    peak = tt.measure_gemm_peak(threads=1, sizes=(64, 128), repeats=2)
+    peak = tt.measure_gemm_peak(threads=1, sizes=(64, 128), repeats=2, dtype=dtype)
     # Assert
     assert _positive_finite(peak.flops_per_s) and peak.size in (64, 128) and set(peak.seconds) == {64, 128}
+    assert peak.dtype == name
 
 
 def test_cpu_attention_flops_are_counted_hand_worked():
@@ -110,25 +151,66 @@ def test_cpu_attention_flops_are_counted_hand_worked():
     assert backward.get_total_flops() == 5 * (2 * 4 * 4 * 8)
 
 
-def test_mfu_hand_worked():
-    # Prepare: 2 GFLOP per image at 10 images/s is 20 GFLOP/s
-    result = tt.RunResult(
-        spec=_minuscule("cls"),
+def _result(spec, images_per_s: float, train_flops_per_image: float = 2e9) -> tt.RunResult:
+    return tt.RunResult(
+        spec=spec,
         parameters=1,
-        step_seconds=[0.2],
-        median_step_s=0.2,
-        images_per_s=10.0,
-        train_flops_per_image=2e9,
-        forward_flops_per_image=1e9,
-        forward_flops_by_part={"encoder": 1e9},
+        step_seconds=[spec.batch_size / images_per_s],
+        median_step_s=spec.batch_size / images_per_s,
+        images_per_s=images_per_s,
+        train_flops_per_image=train_flops_per_image,
+        forward_flops_per_image=train_flops_per_image / 3,
+        forward_flops_by_part={"encoder": train_flops_per_image / 3},
         peak_rss_mib=1.0,
         built_rss_mib=1.0,
         rss_growth_mib=0.0,
         hwm_reset=True,
         cpu_share=1.0,
     )
+
+
+def _peak(gflops: float, dtype: str) -> tt.GemmPeak:
+    return tt.GemmPeak(flops_per_s=gflops * 1e9, size=1024, dtype=dtype)
+
+
+def test_mfu_hand_worked():
+    # Prepare: 2 GFLOP per image at 10 images/s is 20 GFLOP/s
+    result = _result(_minuscule("cls"), images_per_s=10.0)
     # Execute / Assert
     assert result.mfu(100e9) == pytest.approx(0.2)
+
+
+def _main_table_rows(report: str) -> list[dict[str, str]]:
+    lines = report.splitlines()
+    start = lines.index("Training throughput (median of timed steps), model FLOPs, MFU and memory") + 1
+    header = re.split(r"\s{2,}", lines[start].strip())
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            break
+        rows.append(dict(zip(header, re.split(r"\s{2,}", line.strip()), strict=True)))
+    return rows
+
+
+def test_report_gives_bf16_rows_mfu_against_both_peaks_hand_worked():
+    # Prepare: peaks fp32 100 (best of 80, 100) and bf16 400 (best of 400, 300) GFLOP/s; 2 GFLOP per image.
+    # fp32 at 10 img/s = 20 GFLOP/s; bf16 at 40 img/s = 80 GFLOP/s -> 80 % of the fp32 peak, 20 % of the bf16 peak.
+    fp32 = _minuscule("cls")
+    results = [_result(fp32, 10.0), _result(replace(fp32, precision="bf16"), 40.0)]
+    fp32_peaks = [_peak(80, "float32"), _peak(100, "float32")]
+    bf16_peaks = [_peak(400, "bfloat16"), _peak(300, "bfloat16")]
+    # Execute
+    report = tt.format_report(results, fp32_peaks, bf16_peaks, threads=1)
+    payload = tt.json_payload(results, fp32_peaks, bf16_peaks, threads=1, load_averages=(0.0, 0.0))
+    # Assert
+    rows = {row["precision"]: row for row in _main_table_rows(report)}
+    assert rows["fp32"]["MFU % (fp32 peak)"] == "20.0" and rows["fp32"]["MFU % (bf16 peak)"] == "-"
+    assert rows["bf16"]["MFU % (fp32 peak)"] == "80.0" and rows["bf16"]["MFU % (bf16 peak)"] == "20.0"
+    assert "'MFU % (fp32 peak)' uses 100.0 GFLOP/s" in report and "'MFU % (bf16 peak)' uses 400.0 GFLOP/s" in report
+    assert re.search(r"tiny/32px/cls/b2\s+10\.00\s+40\.00\s+4\.00", report)  # bf16 vs fp32 table: 4x speed-up
+    mfu = [(r["spec"]["precision"], r["mfu_fp32_peak"], r["mfu_bf16_peak"]) for r in payload["results"]]
+    assert mfu == [("fp32", pytest.approx(0.2), None), ("bf16", pytest.approx(0.8), pytest.approx(0.2))]
+    assert payload["fp32_peak_flops_per_s"] == 100e9 and payload["bf16_peak_flops_per_s"] == 400e9
 
 
 @pytest.mark.parametrize(
@@ -179,6 +261,7 @@ def test_make_batch_mask_and_box_describe_the_same_lesion():
         ({"batch_size": 0}, "batch_size"),
         ({"threads": 0}, "threads"),
         ({"adamw": "fast"}, "adamw must be one of"),
+        ({"precision": "fp16"}, "precision must be one of"),
     ],
 )
 def test_bad_spec_is_rejected(kwargs, message):
@@ -186,10 +269,45 @@ def test_bad_spec_is_rejected(kwargs, message):
         tt.RunSpec(**kwargs)
 
 
-def test_quick_plan_covers_both_presets_and_head_sets_at_128px():
+def test_quick_plan_covers_both_presets_head_sets_and_precisions_at_128px():
     # Execute
     plan = tt.benchmark_plan(quick=True, threads=2)
     # Assert
-    assert {(s.preset, s.heads) for s in plan} == {(p, h) for p in ("tiny", "small") for h in tt.HEADS}
+    expected = {(p, h, q) for p in ("tiny", "small") for h in tt.HEADS for q in tt.PRECISIONS}
+    assert {(s.preset, s.heads, s.precision) for s in plan} == expected and len(plan) == len(expected)
     assert {s.image_size for s in plan} == {128}
-    assert sum(s.profile_steps > 0 for s in plan) == 1
+    assert sorted(s.precision for s in plan if s.profile_steps > 0) == ["bf16", "fp32"]
+
+
+@pytest.mark.parametrize(
+    ("precisions", "expected"),
+    [
+        # default: every fp32 row of the full plan, plus bf16 rows at 128 px
+        (tt.PRECISIONS, {("fp32", 128): 4, ("fp32", 224): 4, ("bf16", 128): 4}),
+        (("fp32",), {("fp32", 128): 4, ("fp32", 224): 4}),
+        (("bf16",), {("bf16", 128): 4}),
+    ],
+)
+def test_full_plan_rows_by_precision_and_size(precisions, expected):
+    # Execute
+    plan = tt.benchmark_plan(quick=False, threads=2, precisions=precisions)
+    # Assert
+    counts = {}
+    for s in plan:
+        counts[(s.precision, s.image_size)] = counts.get((s.precision, s.image_size), 0) + 1
+    assert counts == expected
+    assert len({s.label for s in plan}) == len(plan)
+
+
+@pytest.mark.parametrize("precisions", [(), ("fp16",)])
+def test_plan_rejects_unknown_precisions(precisions):
+    with pytest.raises(ValueError, match="precisions must be"):
+        tt.benchmark_plan(quick=True, threads=1, precisions=precisions)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [([], ["fp32", "bf16"]), (["--precision", "bf16"], ["bf16"]), (["--precision", "fp32", "bf16"], ["fp32", "bf16"])],
+)
+def test_precision_option(argv, expected):
+    assert tt.parse_args(argv).precision == expected
