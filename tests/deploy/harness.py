@@ -437,7 +437,12 @@ class Deployment:
         _wait_for(online, timeout, f"SuperNodes {', '.join(sites)} online", self, [self.supernodes[s] for s in sites])
 
     # -- runs --------------------------------------------------------------------------------------------
-    def run(self, timeout: float = 120.0, run_config: Mapping[str, commands.ConfigValue] | None = None) -> RunInfo:
+    def run(
+        self,
+        timeout: float = 120.0,
+        run_config: Mapping[str, commands.ConfigValue] | None = None,
+        poll_interval: float = 0.5,
+    ) -> RunInfo:
         """Submit the app with ``flwr run``, wait until the run has finished, and return what it reported.
 
         Parameters
@@ -446,6 +451,9 @@ class Deployment:
             Seconds to wait for the run to finish; the run is stopped (``flwr stop``) when they are up.
         run_config
             ``--run-config`` values for this run, on top of the deployment's defaults.
+        poll_interval
+            Seconds between ``flwr ls`` status checks. Each check starts a ``flwr`` process (about a second
+            of CPU): a benchmark sharing two cores with the sites should poll rarely.
 
         Raises
         ------
@@ -465,7 +473,10 @@ class Deployment:
             return str(details["status"]).startswith("finished")
 
         try:
-            _wait_for(finished, timeout, f"run {run_id} finished", self, [self.superlink, *self.supernodes.values()])
+            _wait_for(
+                finished, timeout, f"run {run_id} finished", self, [self.superlink, *self.supernodes.values()],
+                interval=poll_interval,
+            )
         except DeploymentError:
             self.flwr(["flwr", "stop", str(run_id), CONNECTION], timeout=30)
             raise
@@ -502,8 +513,10 @@ def _wait_for(
     what: str,
     deployment: Deployment,
     watched: Sequence[ManagedProcess | None],
+    interval: float = 0.5,
 ) -> None:
-    """Poll ``condition()`` until true; fail early when a watched process exits, late after ``timeout`` s."""
+    """Poll ``condition()`` every ``interval`` s until true; fail early when a watched process exits, late after
+    ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         for process in watched:
@@ -516,7 +529,7 @@ def _wait_for(
             return
         if time.monotonic() > deadline:
             raise DeploymentError(f"timed out after {timeout:.0f} s waiting for {what}\n{deployment.logs()}")
-        time.sleep(0.5)
+        time.sleep(interval)
 
 
 def start_deployment(
