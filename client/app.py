@@ -16,6 +16,7 @@ from flwr.clientapp import ClientApp
 
 from client.site import SiteSession, open_session
 from mtmedformer import TASKS
+from mtmedformer.engine.device import to_cpu
 from mtmedformer.engine.local import train_locally
 from mtmedformer.engine.loop import evaluate
 from mtmedformer.logs import setup_logging
@@ -67,7 +68,7 @@ def train(msg: Message, context: Context) -> Message:
         metrics[keys.task_count_key(task)] = counts.get(task, 0) if trained else 0
         metrics[keys.task_trained_key(task)] = 1.0 if trained else 0.0
         metrics[keys.task_loss_key(task)] = result.task_losses.get(task, float("nan"))
-    return _reply(msg, session, metrics, ArrayRecord(model.state_dict()))
+    return _reply(msg, session, metrics, ArrayRecord(to_cpu(model.state_dict())))
 
 
 @app.evaluate()

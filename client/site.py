@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mtmedformer.config import ExperimentConfig, config_from_dict
 from mtmedformer.data.site import SiteData, deployed_site, simulated_site
+from mtmedformer.engine.device import resolve_device, to_cpu
 from mtmedformer.engine.setup import build_model_and_loss
 from mtmedformer.engine.trainer import make_loader
 from mtmedformer.errors import ConfigError
@@ -79,12 +80,13 @@ class SiteSession:
             raise InjectedFault(f"fault injected at site {self.name}, round {self.server_round}, {phase}")
 
     def model_and_loss(self, arrays: ArrayRecord) -> tuple[nn.Module, nn.Module]:
-        """Build model and loss, load the global weights (strictly) and the site's learned loss weights."""
+        """Model and loss with the global weights (strict) and the site's loss weights, on ``train.device``."""
         objects = build_model_and_loss(self.cfg)
         objects.model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
         if LOSS_STATE in self.context.state:
             objects.loss_fn.load_state_dict(self.context.state[LOSS_STATE].to_torch_state_dict())
-        return objects.model, objects.loss_fn
+        device = resolve_device(self.cfg.train.device)  # "auto": this site's GPU if it has one
+        return objects.model.to(device), objects.loss_fn.to(device)
 
     def load_optimizer_state(self) -> dict[str, Any] | None:
         """The optimizer state kept from the previous round, when ``federated.keep_optimizer_state``."""
@@ -96,10 +98,10 @@ class SiteSession:
     def save_local_state(self, loss_fn: nn.Module, optimizer_state: dict[str, Any] | None) -> None:
         """Keep the site's learned task weights (and optimizer state if configured) in the node's state."""
         if len(loss_fn.state_dict()):
-            self.context.state[LOSS_STATE] = ArrayRecord(loss_fn.state_dict())
+            self.context.state[LOSS_STATE] = ArrayRecord(to_cpu(loss_fn.state_dict()))
         if self.cfg.federated.keep_optimizer_state and optimizer_state is not None:
             buffer = io.BytesIO()
-            torch.save(optimizer_state, buffer)
+            torch.save(to_cpu(optimizer_state), buffer)
             self.context.state[OPTIMIZER_STATE] = ConfigRecord({"state": buffer.getvalue()})
 
     def loader(self, dataset: Dataset) -> DataLoader:

@@ -70,6 +70,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mtmedformer.data.dataset import MedicalImageDataset
     from mtmedformer.data.manifest import read_manifest
     from mtmedformer.engine.checkpoint import load_checkpoint
+    from mtmedformer.engine.device import resolve_device
     from mtmedformer.engine.loop import evaluate
     from mtmedformer.engine.setup import build_model_and_loss
     from mtmedformer.engine.trainer import make_loader
@@ -82,6 +83,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     objects.model.load_state_dict(ckpt.model_state)
     if ckpt.loss_state:
         objects.loss_fn.load_state_dict(ckpt.loss_state)
+    device = resolve_device(cfg.train.device)
+    objects.model.to(device)
+    objects.loss_fn.to(device)
     records = read_manifest(args.data, cfg.data.classes, on_bad_row=cfg.data.on_bad_row).records
     if args.split:
         records = [r for r in records if r.split == args.split]

@@ -24,6 +24,7 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock training budget; stops mid-epoch when reached
     seed: int = 0  # seeds model init, data order and augmentation
     threads: int | None = None  # torch intra-op threads; None = leave torch's default
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when torch sees a GPU, else the CPU
     precision: Literal["fp32", "bf16"] = "fp32"  # training forward pass: float32, or bfloat16 autocast (AMX CPUs, GPUs)
     monitor: str = "mean_score"  # validation metric that picks the best checkpoint (higher is better)
     eval_every: int = 1  # validate every this many epochs (and always after the last)

@@ -12,6 +12,7 @@ from torch import nn
 
 from mtmedformer.atomic import atomic_torch_save
 from mtmedformer.config import ExperimentConfig, config_from_dict, to_dict
+from mtmedformer.engine.device import to_cpu
 from mtmedformer.errors import MTMedFormerError
 
 FORMAT = "mtmedformer-checkpoint"
@@ -74,9 +75,10 @@ def save_checkpoint(
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "config": to_dict(config),
-        "model": model.state_dict() if isinstance(model, nn.Module) else dict(model),
-        "loss": loss_fn.state_dict() if loss_fn is not None else {},
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        # CPU tensors: a checkpoint written on a GPU machine opens anywhere.
+        "model": to_cpu(model.state_dict() if isinstance(model, nn.Module) else dict(model)),
+        "loss": to_cpu(loss_fn.state_dict()) if loss_fn is not None else {},
+        "optimizer": to_cpu(optimizer.state_dict()) if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "epoch": int(epoch),
         "metrics": dict(metrics or {}),

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mtmedformer.data.batch import Batch
+from mtmedformer.engine.device import map_tensors, module_device, to_cpu
 from mtmedformer.metrics import MultiTaskEvaluator
 
 log = logging.getLogger(__name__)
@@ -63,13 +64,7 @@ def _grad_is_finite(params: Iterable[nn.Parameter]) -> bool:
 
 def as_float32(outputs: Any) -> Any:
     """Cast every floating tensor in a (nested) model output to float32, so the loss is computed in fp32."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs.float() if outputs.is_floating_point() else outputs
-    if isinstance(outputs, dict):
-        return {k: as_float32(v) for k, v in outputs.items()}
-    if isinstance(outputs, list | tuple):
-        return type(outputs)(as_float32(v) for v in outputs)
-    return outputs
+    return map_tensors(lambda t: t.float() if t.is_floating_point() else t, outputs)
 
 
 def autocast_context(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
@@ -135,6 +130,8 @@ def train_epoch(
         ``"fp32"`` or ``"bf16"`` (forward pass under bfloat16 autocast, loss in float32; see
         :func:`autocast_context`).
 
+    Batches are moved to the model's device (see ``train.device``).
+
     Raises
     ------
     FloatingPointError
@@ -148,8 +145,10 @@ def train_epoch(
     task_n: dict[str, int] = {}
     params = [p for group in optimizer.param_groups for p in group["params"]]
     result_budget = False
+    device = module_device(model)
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
     for batch in bar:
+        batch = batch.to(device)
         if (deadline is not None and time.monotonic() >= deadline) or (max_steps is not None and steps >= max_steps):
             result_budget = deadline is not None and time.monotonic() >= deadline
             break
@@ -229,12 +228,15 @@ def evaluate(
     loss_sum, loss_batches, examples = 0.0, 0, 0
     task_sum: dict[str, float] = {}
     task_n: dict[str, int] = {}
+    device = module_device(model)
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+        batch = batch.to(device)
         outputs = model(batch.image)
         detections = None
         if "detection" in tasks:
             detections = model.heads["detection"].decode(outputs["detection"], tuple(batch.image.shape[-2:]))
-        evaluator.update(outputs, batch, detections)
+        # Metrics (MONAI, SciPy) run on the CPU whatever device the model is on.
+        evaluator.update(to_cpu(outputs), batch.to("cpu"), to_cpu(detections))
         examples += len(batch)
         if loss_fn is not None:
             loss_fn.eval()

@@ -16,6 +16,7 @@ from mtmedformer.atomic import atomic_write_json, atomic_write_text
 from mtmedformer.config import ExperimentConfig, to_dict
 from mtmedformer.data.batch import collate_samples
 from mtmedformer.engine.checkpoint import save_checkpoint
+from mtmedformer.engine.device import resolve_device
 from mtmedformer.engine.history import MetricHistory
 from mtmedformer.engine.loop import evaluate, train_epoch
 from mtmedformer.engine.optim import build_optimizer, build_scheduler
@@ -105,7 +106,8 @@ def fit(
         torch.set_num_threads(cfg.train.threads)
     generator = seed_everything(cfg.train.seed)
     objects = build_training_objects(cfg, train_set)
-    model, loss_fn = objects.model, objects.loss_fn
+    device = resolve_device(cfg.train.device)
+    model, loss_fn = objects.model.to(device), objects.loss_fn.to(device)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     train_loader = make_loader(train_set, cfg, train=True, generator=generator)
@@ -119,12 +121,13 @@ def fit(
     best_score: float | None = None
     best_metrics: dict[str, Any] = {}
     log.info(
-        "training %s (%s, %d parameters) on %d images for %d epochs; tasks %s",
+        "training %s (%s, %d parameters) on %d images for %d epochs on %s; tasks %s",
         cfg.model.arch,
         cfg.model.preset,
         sum(p.numel() for p in model.parameters()),
         len(train_set),
         cfg.train.epochs,
+        device,
         ", ".join(model.tasks),
     )
     for epoch in range(1, cfg.train.epochs + 1):
