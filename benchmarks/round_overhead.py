@@ -17,7 +17,7 @@ message exchange (see README, "Per-round overhead"): ``--images-per-site`` and `
 workload, and the printed ``overhead s`` column (wall time minus critical path) is the fixed cost itself.
 
 Usage: python benchmarks/round_overhead.py [--rounds 4] [--deployment] [--images-per-site 120]
-       [--local-epochs 1] [--json out.json]
+       [--local-epochs 1] [--skip-simulation] [--trace] [--json out.json]
 Targets (issue): <= 1.15x in simulation, <= 1.5x in the loopback deployment.
 """
 
@@ -92,8 +92,12 @@ def run_simulation(rounds: int, out: Path, workload: dict[str, int]) -> dict:
     return summarise("simulation (Ray, 2 SuperNodes x 1 CPU)", read_rounds(out / "simulation"))
 
 
-def run_deployment(rounds: int, out: Path, workload: dict[str, int]) -> dict:
-    """The loopback TLS + authentication deployment of tests/deploy; returns the summary."""
+def run_deployment(rounds: int, out: Path, workload: dict[str, int], trace: bool = False) -> dict:
+    """The loopback TLS + authentication deployment of tests/deploy; returns the summary.
+
+    With ``trace`` the Flower processes log at DEBUG level (timestamped; a little slower) and the summary gets a
+    ``trace`` entry: the median seconds of each phase of a message exchange (:mod:`benchmarks.deployment_trace`).
+    """
     sys.path.insert(0, str(ROOT))
     # The same launch commands, certificates and keys that tests/deploy verifies.
     from tests.deploy.harness import demo_sites, start_deployment
@@ -104,14 +108,21 @@ def run_deployment(rounds: int, out: Path, workload: dict[str, int]) -> dict:
     )
     run_config = {"experiment": str(ROOT / "configs" / "federated_demo.yaml"), "overrides": overrides,
                   "output-dir": str(out / "results"), "run-name": "deployment"}
-    deployment = start_deployment(out / "deployment", sites, run_config)
+    extra_env = {"FLWR_LOG_LEVEL": "DEBUG"} if trace else None
+    deployment = start_deployment(out / "deployment", sites, run_config, extra_env=extra_env)
     try:
         info = deployment.run(timeout=1800, poll_interval=15.0)  # each poll is a `flwr` process: keep CPU for the sites
         if not info.completed:
             raise RuntimeError(f"loopback run ended {info.status}:\n{info.server_log}")
     finally:
         deployment.stop()
-    return summarise("loopback deployment (TLS + node auth, 2 SuperNodes)", read_rounds(out / "results" / "deployment"))
+    rows = read_rounds(out / "results" / "deployment")
+    summary = summarise("loopback deployment (TLS + node auth, 2 SuperNodes)", rows)
+    if trace:
+        from benchmarks.deployment_trace import read_site_logs, summarise_trace
+
+        summary["trace"] = summarise_trace(read_site_logs(out / "deployment" / "logs", list(sites)))
+    return summary
 
 
 def main() -> None:
@@ -120,15 +131,18 @@ def main() -> None:
     parser.add_argument("--deployment", action="store_true", help="also run the loopback deployment")
     parser.add_argument("--images-per-site", type=int, default=120, help="synthetic images per site")
     parser.add_argument("--local-epochs", type=int, default=1, help="local epochs per round")
+    parser.add_argument("--skip-simulation", action="store_true", help="run only the loopback deployment")
+    parser.add_argument("--trace", action="store_true", help="DEBUG logs in the deployment: print where time goes")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     workload = {"images_per_site": args.images_per_site, "local_epochs": args.local_epochs}
     out = Path(tempfile.mkdtemp(prefix="round-overhead-"))
     results = []
     started = time.monotonic()
-    results.append(run_simulation(args.rounds, out, workload))
+    if not args.skip_simulation:
+        results.append(run_simulation(args.rounds, out, workload))
     if args.deployment:
-        results.append(run_deployment(args.rounds, out / "deployment", workload))
+        results.append(run_deployment(args.rounds, out / "deployment", workload, trace=args.trace))
     for res in results:
         print(f"\n{res['setting']}")
         print("| round | wall s | client critical path s | overhead s | ratio | MB sent | MB received |")
@@ -140,6 +154,11 @@ def main() -> None:
         print(f"steady-state ratio (median of rounds >= 2): {res['steady_state_ratio']:.2f}; "
               f"overhead {res['steady_state_overhead_s']:.1f} s per round; "
               f"bytes per round: {res['bytes_per_round'] / 1e6:.1f} MB")
+        if "trace" in res:
+            from benchmarks.deployment_trace import format_trace
+
+            print("\nwhere a message exchange's time goes (SuperNode DEBUG log, rounds >= 2, median over sites):")
+            print(format_trace(res["trace"]))
     print(f"\nworkload: {args.images_per_site} images per site, {args.local_epochs} local epoch(s) per round")
     print(f"\n(total benchmark time {time.monotonic() - started:.0f} s; results in {out})")
     if args.json:
