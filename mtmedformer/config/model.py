@@ -18,6 +18,7 @@ Arch = Literal["vit", "cnn"]
 Preset = Literal["tiny", "small", "base"]
 ClsPool = Literal["cls", "mean", "lesion"]
 DecoderNorm = Literal["instance", "batch"]
+InputNorm = Literal["image", "none"]
 
 ARCHS: tuple[str, ...] = ("vit", "cnn")
 PRESET_NAMES: tuple[str, ...] = ("tiny", "small", "base")
@@ -109,6 +110,7 @@ class ModelConfig:
     # weighted by the predicted lesion probability (lesion; needs segmentation); the CNN's cls is its mean pool
     seg_feature_size: int = 16  # UNETR decoder width unit: the stride-s map has seg_feature_size * s channels
     decoder_norm: DecoderNorm = "instance"  # norm in decoders; instance keeps no site-dependent running stats
+    input_norm: InputNorm = "image"  # image = zero mean, unit variance per image before the encoder; none = as loaded
     detection: DetectionConfig = field(default_factory=DetectionConfig)
 
     def __post_init__(self) -> None:
@@ -116,6 +118,7 @@ class ModelConfig:
         _one_of("preset", self.preset, PRESET_NAMES)
         _one_of("cls_pool", self.cls_pool, ("cls", "mean", "lesion"))
         _one_of("decoder_norm", self.decoder_norm, ("instance", "batch"))
+        _one_of("input_norm", self.input_norm, ("image", "none"))
         if not _is_power_of_two(self.patch_size) or not 4 <= self.patch_size <= MAX_PATCH_SIZE:
             raise FieldError(
                 "patch_size",

@@ -41,6 +41,22 @@ def check_build_args(cfg: ModelConfig, image_size: int, num_classes: int) -> Non
         raise ValueError(f"num_classes {num_classes} must be >= 2 when the classification task is enabled")
 
 
+def standardize_per_image(image: torch.Tensor, min_std: float = 1e-3) -> torch.Tensor:
+    """Zero mean, unit variance per image: ``(B, C, H, W) -> (B, C, H, W)``.
+
+    The loaders deliver intensities windowed to [0, 1], mostly dark (a mammogram's background): a ViT's linear
+    patch embedding then maps every patch onto one large shared direction and, measured on the synthetic
+    mammograms, collapses to a constant classifier instead of fitting even 16 images. Standardizing each image
+    removes that offset (and site-level brightness and contrast differences) without parameters, so federated
+    aggregation is unaffected. ``min_std`` (intensity units) keeps a blank image at zeros instead of
+    amplifying rounding noise.
+    """
+    dims = tuple(range(1, image.ndim))
+    mean = image.mean(dim=dims, keepdim=True)
+    std = image.std(dim=dims, keepdim=True)
+    return (image - mean) / std.clamp_min(min_std)
+
+
 def _reads_lesions(head: nn.Module) -> bool:
     return bool(getattr(head, "needs_lesion_logits", False))
 
@@ -48,7 +64,8 @@ def _reads_lesions(head: nn.Module) -> bool:
 class MultiTaskModel(nn.Module):
     """An encoder with ``forward_features`` and one head per enabled task, in ``heads`` keyed by task name.
 
-    Every head is called as ``head(features, image)`` (a lesion-guided classifier also gets
+    The input is standardized per image when ``cfg.input_norm == "image"``. Every head is called as
+    ``head(features, image)`` (a lesion-guided classifier also gets
     ``lesion_logits``, the segmentation output, so it runs after that head); parameters are named ``encoder.*`` and
     ``heads.<task>.*``.
 
@@ -105,6 +122,8 @@ class MultiTaskModel(nn.Module):
         ValueError
             If ``image`` is not ``(B, 1, H, W)`` with a size the encoder accepts.
         """
+        if self.config.input_norm == "image":
+            image = standardize_per_image(image)
         features = self.encoder.forward_features(image)
         outputs = {task: head(features, image) for task, head in self.heads.items() if not _reads_lesions(head)}
         for task, head in self.heads.items():
