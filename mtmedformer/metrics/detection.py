@@ -19,7 +19,10 @@ RSNA score (:func:`rsna_score`)
     (strictly, as in the Kaggle definition); the image's value at ``t`` is ``TP / (TP + FP + FN)``. The
     image score is the mean over thresholds, the set score the mean over images. As in the Kaggle metric,
     an image with neither ground truth nor detections is excluded; one without ground truth but with
-    detections scores 0. When every image is excluded the score is ``None`` (noted).
+    detections scores 0. When every image is excluded the score is ``None`` (noted). Unlike mAP, this score
+    counts every submitted box (it is not a ranking metric), so challenge entries submitted only confident
+    boxes: :func:`detection_metrics` scores the detections with ``score >= rsna_min_score``
+    (:data:`RSNA_MIN_SCORE` by default) while mAP@0.5 ranks all of them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from monai.data.box_utils import box_iou
 
 RSNA_THRESHOLDS: tuple[float, ...] = tuple(round(0.40 + 0.05 * k, 2) for k in range(8))
 """IoU thresholds of the RSNA Pneumonia Detection Challenge metric: 0.40, 0.45, ..., 0.75."""
+
+RSNA_MIN_SCORE = 0.5
+"""Confidence a detection needs to count in the RSNA score (mAP@0.5 uses every detection)."""
 
 
 def _boxes(value: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
@@ -172,6 +178,7 @@ def rsna_score(
     detections: Sequence[Mapping[str, np.ndarray | torch.Tensor]],
     ground_truths: Sequence[np.ndarray | torch.Tensor],
     thresholds: Sequence[float] = RSNA_THRESHOLDS,
+    min_score: float = 0.0,
 ) -> tuple[float | None, int]:
     """RSNA Pneumonia Detection Challenge score over a set of images (see the module docstring).
 
@@ -183,6 +190,8 @@ def rsna_score(
         One ``(M_i, 4)`` array per image, same order.
     thresholds
         IoU thresholds. Default :data:`RSNA_THRESHOLDS`.
+    min_score
+        Detections scoring below this are not submitted. Default 0 (all count).
 
     Returns
     -------
@@ -195,6 +204,8 @@ def rsna_score(
         On mismatched lengths or bad shapes.
     """
     boxes, scores, gts = _prepare(detections, ground_truths)
+    kept = [s >= min_score for s in scores]
+    boxes, scores = [b[k] for b, k in zip(boxes, kept, strict=True)], [s[k] for s, k in zip(scores, kept, strict=True)]
     per_image = [rsna_image_score(b, s, g, thresholds) for b, s, g in zip(boxes, scores, gts, strict=True)]
     counted = [v for v in per_image if v is not None]
     return (float(np.mean(counted)) if counted else None), len(counted)
@@ -203,8 +214,11 @@ def rsna_score(
 def detection_metrics(
     detections: Sequence[Mapping[str, np.ndarray | torch.Tensor]],
     ground_truths: Sequence[np.ndarray | torch.Tensor],
+    rsna_min_score: float = RSNA_MIN_SCORE,
 ) -> tuple[dict[str, float | int | None], list[str]]:
-    """Compute ``map50`` and ``map_rsna`` (with counts) and the notes explaining any ``None``.
+    """Compute ``map50``, ``map_rsna`` and their counts, and the notes explaining any ``None``.
+
+    mAP@0.5 ranks every detection; the RSNA score counts those scoring ``>= rsna_min_score``.
 
     Returns
     -------
@@ -214,7 +228,7 @@ def detection_metrics(
     """
     notes: list[str] = []
     map50 = average_precision(detections, ground_truths, 0.5)
-    map_rsna, n_rsna = rsna_score(detections, ground_truths)
+    map_rsna, n_rsna = rsna_score(detections, ground_truths, min_score=rsna_min_score)
     n_boxes = sum(_boxes(g, "ground truth").shape[0] for g in ground_truths)
     if map50 is None:
         notes.append("detection/map50 is undefined: no ground-truth box in the evaluated images")

@@ -110,6 +110,26 @@ def test_rsna_score_excludes_images_with_nothing():
     assert value == pytest.approx(0.5)
 
 
+def test_rsna_score_counts_only_confident_detections_while_map_ranks_all():
+    # Prepare: a hit at 0.9 and a far false positive at 0.3 on the same image
+    detections = [_det([GT_A, FAR], [0.9, 0.3])]
+    ground_truths = [_gt(GT_A)]
+    # Execute
+    everything, _ = rsna_score(detections, ground_truths)
+    confident, counted = rsna_score(detections, ground_truths, min_score=0.5)
+    values, _ = detection_metrics(detections, ground_truths)
+    # Assert: TP / (TP + FP + FN) = 1/2 with the low-score box, 1 without it
+    assert everything == pytest.approx(0.5) and confident == pytest.approx(1.0) and counted == 1
+    assert values["map_rsna"] == pytest.approx(1.0) and values["map50"] == pytest.approx(1.0)
+
+
+def test_an_image_whose_detections_are_all_below_the_cutoff_is_excluded_when_it_has_no_ground_truth():
+    # Execute
+    value, counted = rsna_score([_det([FAR], [0.2]), _det([GT_A], [0.9])], [_gt(), _gt(GT_A)], min_score=0.5)
+    # Assert
+    assert counted == 1 and value == pytest.approx(1.0)
+
+
 def test_set_without_ground_truth_gives_defined_values_and_notes():
     # Prepare
     nothing = [_det([], []), _det([], [])]
