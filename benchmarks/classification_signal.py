@@ -7,9 +7,10 @@ Two measurements on the synthetic set of ``--config`` (default: configs/centrali
    ROC-AUC and a logistic regression fitted on the train split and scored on the test split. This bounds what
    the images carry when the lesion is known; it is not a model of the project.
 2. ``fit`` (with ``--fit``): how fast each architecture fits the labels at all: a classification-only model
-   trained on ``--fit-images`` labelled training images (no augmentation, constant learning rate, bf16
-   autocast, batch 16, one thread) for ``--fit-epochs`` epochs, printing the training cross-entropy per epoch (0.693 =
-   chance for two balanced classes).
+   trained on ``--fit-images`` labelled training images (no augmentation, constant learning rate 5e-4, bf16
+   autocast, batch 16, one thread; the ViT with depth 4, with and without per-image input standardization)
+   for ``--fit-epochs`` epochs, printing the training cross-entropy per epoch (0.693 = chance for two
+   balanced classes).
 
 Usage: python benchmarks/classification_signal.py [--config ...] [--set key=value ...] [--fit]
 """
@@ -133,9 +134,9 @@ def main() -> None:
     if args.fit:
         print(f"\nfitting {args.fit_images} labelled training images, {args.fit_epochs} epochs, batch 16:")
         probes = {
-            "ViT tiny (depth 4, lr 1e-3)": ["model.depth=4", "train.lr=0.001"],
-            "ViT tiny (depth 4, lr 1e-4)": ["model.depth=4", "train.lr=0.0001"],
-            "CNN ResNet-18 (lr 1e-3)": ["model.arch=cnn", "train.lr=0.001"],
+            "ViT tiny, input_norm none": ["model.depth=4", "train.lr=0.0005", "model.input_norm=none"],
+            "ViT tiny, input_norm image": ["model.depth=4", "train.lr=0.0005", "model.input_norm=image"],
+            "CNN ResNet-18": ["model.arch=cnn", "train.lr=0.0005"],
         }
         for name, extra in probes.items():
             fit_probe(cfg, name, extra, args.config, args.overrides, args.fit_images, args.fit_epochs)
