@@ -169,8 +169,10 @@ class _Sums:
         for name, w in weights.items():
             if w <= 0:
                 continue
-            term = (sign * w) * state[name].double()
-            self.num[name] = self.num[name] + term if name in self.num else term
+            if name in self.num:  # one fused float64 multiply-add, no float64 copy of the client tensor
+                self.num[name].add_(state[name], alpha=sign * w)
+            else:
+                self.num[name] = state[name].to(torch.float64, copy=True).mul_(sign * w)  # never alias the input
             self.den[name] += sign * w
 
     def mean(
