@@ -46,7 +46,8 @@ def standardize_per_image(image: torch.Tensor, min_std: float = 1e-3) -> torch.T
 
     The loaders deliver intensities windowed to [0, 1], mostly dark (a mammogram's background): a ViT's linear
     patch embedding then maps every patch onto one large shared direction and, measured on the synthetic
-    mammograms, collapses to a constant classifier instead of fitting even 16 images. Standardizing each image
+    mammograms, stays at a constant classifier (training cross-entropy 0.69 on 64 labelled images for 15 epochs,
+    ``benchmarks/classification_signal.py --fit``). Standardizing each image
     removes that offset (and site-level brightness and contrast differences) without parameters, so federated
     aggregation is unaffected. ``min_std`` (intensity units) keeps a blank image at zeros instead of
     amplifying rounding noise.
