@@ -88,7 +88,7 @@ class _Aligner:
         self.client = {name: client[name] for name in self.weights}
         self.perms = {group: perm.clone() for group, perm in perms.items()}
         self.current = apply_permutations(self.client, spec, self.perms)
-        self._target_rows: dict[Occurrence, torch.Tensor] = {}  # weighted target rows, fixed during the ascent
+        self._target_rows: dict[Occurrence, torch.Tensor] = {}  # target rows (views), fixed during the ascent
         self.version = dict.fromkeys(spec.group_sizes, 0)  # bumped when a group's permutation changes
         self.stamps: dict[str, tuple[int, ...]] = {}
         self._neighbours: dict[str, frozenset[str]] = {}
@@ -113,17 +113,18 @@ class _Aligner:
             if solved is not None and not occ.others <= solved:
                 continue
             if occ not in self._target_rows:
-                self._target_rows[occ] = unit_rows(self.target[occ.name], occ) * w  # (n, features)
+                self._target_rows[occ] = unit_rows(self.target[occ.name], occ)  # (n, features), a view
             target_rows = self._target_rows[occ]
             client_rows = unit_rows(self.current[occ.name], occ)  # (n, features)
             if target_rows.shape[1] < SMALL_FEATURES:
-                small_t.append(target_rows)
+                small_t.append(target_rows * w)
                 small_c.append(client_rows)
                 continue
+            # The tensor's weight goes into the GEMM's alpha: no weighted copy of the target rows.
             if sim is None:
-                sim = target_rows @ client_rows.T  # (n, n)
+                sim = torch.addmm(target_rows.new_zeros(()), target_rows, client_rows.T, beta=0, alpha=w)  # (n, n)
             else:
-                sim.addmm_(target_rows, client_rows.T)
+                sim.addmm_(target_rows, client_rows.T, alpha=w)
         if small_t:
             t, c = torch.cat(small_t, dim=1), torch.cat(small_c, dim=1)
             if sim is None:
