@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mtmedformer.data.batch import Batch
-from mtmedformer.engine.device import map_tensors, module_device, to_cpu
+from mtmedformer.engine.device import map_tensors, module_device
 from mtmedformer.metrics import MultiTaskEvaluator
 
 log = logging.getLogger(__name__)
@@ -148,10 +148,10 @@ def train_epoch(
     device = module_device(model)
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
     for batch in bar:
-        batch = batch.to(device)
         if (deadline is not None and time.monotonic() >= deadline) or (max_steps is not None and steps >= max_steps):
             result_budget = deadline is not None and time.monotonic() >= deadline
             break
+        batch = batch.to(device)
         with autocast_context(precision, batch.image.device):
             outputs = model(batch.image)
         out = loss_fn(as_float32(outputs), batch)
@@ -235,8 +235,7 @@ def evaluate(
         detections = None
         if "detection" in tasks:
             detections = model.heads["detection"].decode(outputs["detection"], tuple(batch.image.shape[-2:]))
-        # Metrics (MONAI, SciPy) run on the CPU whatever device the model is on.
-        evaluator.update(to_cpu(outputs), batch.to("cpu"), to_cpu(detections))
+        evaluator.update(outputs, batch, detections)  # the evaluator copies what it keeps to the CPU
         examples += len(batch)
         if loss_fn is not None:
             loss_fn.eval()
