@@ -16,9 +16,10 @@ from mtmedformer.config.loader import FieldError, suggest
 
 Arch = Literal["vit", "cnn"]
 Preset = Literal["tiny", "small", "base"]
-ClsPool = Literal["cls", "mean", "lesion"]
+ClsPool = Literal["cls", "mean", "lesion", "decoder"]
 DecoderNorm = Literal["instance", "batch"]
 InputNorm = Literal["image", "none"]
+Stem = Literal["patch", "conv"]
 
 ARCHS: tuple[str, ...] = ("vit", "cnn")
 PRESET_NAMES: tuple[str, ...] = ("tiny", "small", "base")
@@ -93,13 +94,14 @@ class ModelConfig:
 
     ``arch: vit`` is MTMedFormer (ViT encoder, UNETR segmentation decoder, FCOS-style detection head, token
     classifier); ``arch: cnn`` is the convolutional multi-task baseline (ResNet-18 encoder, U-Net decoder, the
-    same detection head, pooled classifier). The ViT fields (``preset``, ``patch_size``, ``depth``,
+    same detection head, pooled classifier). The ViT fields (``preset``, ``patch_size``, ``stem``, ``depth``,
     ``mlp_ratio``, ``qkv_bias``, ``attn_dropout``, ``cls_pool``) are ignored by ``cnn``.
     """
 
     arch: Arch = "vit"  # vit = MTMedFormer, cnn = ResNet-18 multi-task baseline
     preset: Preset = "tiny"  # ViT width: tiny 192 dims / 3 heads, small 384 / 6, base 768 / 12 (depth 12)
     patch_size: int = 16  # ViT patch side in pixels (power of 2, 4..32); image_size must be a multiple
+    stem: Stem = "patch"  # patch = one p x p convolution (ViT); conv = log2(p) stride-2 3x3 convolutions (Xiao 2021)
     depth: int | None = None  # number of transformer blocks; None = the preset's depth (12)
     mlp_ratio: float = 4.0  # MLP hidden width / embedding width
     qkv_bias: bool = True  # bias on the fused q/k/v projection (as in ViT/DeiT)
@@ -108,6 +110,7 @@ class ModelConfig:
     tasks: tuple[str, ...] = TASKS  # enabled task heads, a subset of mtmedformer.TASKS
     cls_pool: ClsPool = "cls"  # classification reads the class token, the mean of the features, or their mean
     # weighted by the predicted lesion probability (lesion; needs segmentation); the CNN's cls is its mean pool
+    cls_descriptors: bool = False  # also feed the classifier 6 shape/margin descriptors of the predicted lesion
     seg_feature_size: int = 16  # UNETR decoder width unit: the stride-s map has seg_feature_size * s channels
     decoder_norm: DecoderNorm = "instance"  # norm in decoders; instance keeps no site-dependent running stats
     input_norm: InputNorm = "image"  # image = zero mean, unit variance per image before the encoder; none = as loaded
@@ -116,9 +119,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _one_of("arch", self.arch, ARCHS)
         _one_of("preset", self.preset, PRESET_NAMES)
-        _one_of("cls_pool", self.cls_pool, ("cls", "mean", "lesion"))
+        _one_of("cls_pool", self.cls_pool, ("cls", "mean", "lesion", "decoder"))
         _one_of("decoder_norm", self.decoder_norm, ("instance", "batch"))
         _one_of("input_norm", self.input_norm, ("image", "none"))
+        _one_of("stem", self.stem, ("patch", "conv"))
         if not _is_power_of_two(self.patch_size) or not 4 <= self.patch_size <= MAX_PATCH_SIZE:
             raise FieldError(
                 "patch_size",
@@ -135,11 +139,18 @@ class ModelConfig:
 
         check_tasks("tasks", tuple(self.tasks))
         object.__setattr__(self, "tasks", tuple(self.tasks))  # a list given in Python code would be unhashable
-        if self.cls_pool == "lesion" and "classification" in self.tasks and "segmentation" not in self.tasks:
+        reads_lesion = self.cls_pool in ("lesion", "decoder")
+        if reads_lesion and "classification" in self.tasks and "segmentation" not in self.tasks:
             raise FieldError(
                 "cls_pool",
-                "lesion pooling weights features by the segmentation head's output: enable the segmentation task "
+                f"{self.cls_pool} pooling reads the segmentation head's output: enable the segmentation task "
                 "or choose cls_pool cls or mean",
+            )
+        if self.cls_descriptors and "classification" in self.tasks and "segmentation" not in self.tasks:
+            raise FieldError(
+                "cls_descriptors",
+                "the descriptors are computed from the segmentation head's lesion: enable the segmentation task "
+                "or set cls_descriptors false",
             )
         if self.seg_feature_size < 1:
             raise FieldError("seg_feature_size", f"must be >= 1, got {self.seg_feature_size}")

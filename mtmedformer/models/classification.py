@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtmedformer.config.model import ModelConfig
 from mtmedformer.models.resnet_encoder import FeaturePyramid
 from mtmedformer.models.vit_encoder import EncoderOutput
 
@@ -91,6 +92,156 @@ class LesionPool(nn.Module):
         return (fmap * weight).sum(dim=(-2, -1)) / weight.sum(dim=(-2, -1))
 
 
+class DecoderLesionPool(nn.Module):
+    """Pool the segmentation decoder's maps around the predicted lesion; concatenate the levels.
+
+    Malignancy on a mammogram is written in a lesion's outline, margin and spiculation, a few pixels wide.
+    The segmentation decoder computes exactly those: its finer levels are convolutions over the image and
+    upsampled encoder states, trained to trace the lesion boundary within an epoch or two. Measured on the
+    synthetic mammograms (README), a linear classifier on the encoder's tokens, pooled by class token, mean or
+    predicted lesion, stayed at chance for a 10-minute budget; reading the decoder's boundary features is what
+    a small ViT trained from scratch can learn in that time.
+
+    For each decoder level ``s`` (``(B, C_s, H / s, W / s)``) the pooled vector is
+    ``sum_i w_i f_i / sum_i w_i`` with ``w_i = a_i + floor``, where ``a_i`` is the mean over cell ``i`` of the
+    predicted lesion probability dilated by ``margin`` pixels (a max filter, so the margin and the roots of
+    spicules outside the traced outline count). The probability is detached: classification does not move
+    the mask, but its gradient does train the decoder's features. The output is the levels' vectors
+    concatenated coarsest first, ``(B, sum_s C_s)``. It has no parameters; the classifier's input axis is the
+    concatenation of the decoder levels' channel axes (neuron matching permutes it with them).
+
+    Parameters
+    ----------
+    channels
+        Decoder stride -> channels, as the decoder's ``channels`` (every level is read).
+    margin
+        Dilation radius of the lesion probability, input pixels, ``>= 0``. Default 4.
+    floor
+        Weight every cell gets on top of its lesion probability, ``> 0`` (plain mean without a lesion).
+        Default 0.01.
+
+    Raises
+    ------
+    ValueError
+        If ``channels`` is empty, ``margin < 0`` or ``floor <= 0``.
+    """
+
+    needs_lesion_logits = True
+    needs_decoder_levels = True
+
+    def __init__(self, channels: dict[int, int], margin: int = 4, floor: float = 0.01) -> None:
+        super().__init__()
+        if not channels:
+            raise ValueError("channels must name at least one decoder level")
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0 pixels, got {margin}")
+        if not floor > 0:
+            raise ValueError(f"floor must be > 0, got {floor}")
+        self.strides = sorted(channels, reverse=True)  # coarsest first, as the decoder computes them
+        self.out_features = sum(channels.values())
+        self.margin = margin
+        self.floor = floor
+
+    def forward(self, levels: dict[int, torch.Tensor], lesion_logits: torch.Tensor) -> torch.Tensor:
+        """Return ``(B, sum_s C_s)`` from the decoder ``levels`` and the segmentation logits ``(B, 1, H, W)``."""
+        prob = torch.sigmoid(lesion_logits.detach().float())
+        if self.margin:
+            prob = F.max_pool2d(prob, 2 * self.margin + 1, stride=1, padding=self.margin)
+        pooled = []
+        for stride in self.strides:
+            fmap = levels[stride]
+            weight = (F.adaptive_avg_pool2d(prob, fmap.shape[-2:]) + self.floor).to(fmap.dtype)
+            pooled.append((fmap * weight).sum(dim=(-2, -1)) / weight.sum(dim=(-2, -1)))
+        return torch.cat(pooled, dim=1)
+
+
+class LesionDescriptors(nn.Module):
+    """Scale-free shape and margin descriptors of the predicted lesion: ``(B, 1, H, W)`` x2 -> ``(B, 6)``.
+
+    Radiologists grade a mass by its shape (oval vs irregular) and margin (circumscribed vs ill-defined or
+    spiculated), the BI-RADS descriptors; radiomics computes them from a segmentation. This module computes six
+    such numbers from the segmentation head's soft mask ``p`` (detached: no gradient flows back) and the image
+    ``x`` as the encoder sees it (per-image standardized), so a linear classifier can use them from the moment
+    the segmentation is roughly right, long before a ViT trained from scratch learns them from tokens. Measured
+    on the synthetic mammograms (``benchmarks/classification_signal.py``): from ground-truth masks these
+    descriptors separate benign from malignant with test AUC 0.95; from a 5-minute model's predicted masks 0.77.
+
+    With ``p`` the lesion probability mapped linearly from [0.25, 0.75] to [0, 1] (clamped), ``|g|`` a
+    finite-difference gradient magnitude, ``A = sum p`` (pixels), ``P = sum |g(p)|``, the ring
+    ``r = maxpool_{2m+1}(p) - p`` (a band of ``margin`` pixels around the lesion) and ``G = mean |g(x)|`` over
+    the image, the descriptors are, in order:
+
+    0. ``log(P^2 / (4 pi A))``: outline irregularity (0 for a disc);
+    1. ``log(sqrt(A / pi) / (H / 16))``: radius relative to the image;
+    2. ``log(sum |g(p)| |g(x)| / P / G)``: image gradient across the outline (margin sharpness);
+    3. ``mean_p(x) - mean_r(x)``: contrast of the lesion to its surroundings, in image standard deviations;
+    4. ``std_r(x)``: texture of the surroundings (spiculation);
+    5. ``log(mean_r |g(x)| / G)``: gradient energy around the lesion.
+
+    Every value is clamped to ``[-clip, clip]`` so an image without a predicted lesion stays finite.
+    No parameters.
+
+    Parameters
+    ----------
+    margin
+        Width of the ring around the lesion, input pixels, ``>= 1``. Default 4.
+    clip
+        Bound on each descriptor. Default 5.
+
+    Raises
+    ------
+    ValueError
+        If ``margin < 1`` or ``clip <= 0``.
+    """
+
+    size = 6
+
+    def __init__(self, margin: int = 4, clip: float = 5.0) -> None:
+        super().__init__()
+        if margin < 1:
+            raise ValueError(f"margin must be >= 1 pixel, got {margin}")
+        if not clip > 0:
+            raise ValueError(f"clip must be > 0, got {clip}")
+        self.margin = margin
+        self.clip = clip
+
+    @staticmethod
+    def _gradient(x: torch.Tensor) -> torch.Tensor:
+        # central differences, replicate-padded: (B, 1, H, W) -> (B, 1, H, W)
+        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        gx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
+        gy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
+        return torch.sqrt(gx * gx + gy * gy + 1e-12)
+
+    def forward(self, image: torch.Tensor, lesion_logits: torch.Tensor) -> torch.Tensor:
+        """Return ``(B, 6)`` from ``image`` ``(B, 1, H, W)`` and the segmentation logits ``(B, 1, H, W)``."""
+        # p <= 0.25 counts as background, >= 0.75 as lesion: the faint probability a segmentation head leaves
+        # over the whole image would otherwise add hundreds of pixels to the area and outline.
+        p = ((torch.sigmoid(lesion_logits.detach().float()) - 0.25) / 0.5).clamp(0.0, 1.0)
+        x = image.detach().float()
+        dims = (-3, -2, -1)
+        area = p.sum(dims).clamp_min(1.0)
+        grad_p, grad_x = self._gradient(p), self._gradient(x)
+        perimeter = grad_p.sum(dims).clamp_min(1e-3)
+        ring = (F.max_pool2d(p, 2 * self.margin + 1, stride=1, padding=self.margin) - p).clamp_min(0.0)
+        ring_area = ring.sum(dims).clamp_min(1.0)
+        image_grad = grad_x.mean(dims).clamp_min(1e-6)
+        ring_mean = (ring * x).sum(dims) / ring_area
+        ring_var = (ring * (x - ring_mean.view(-1, 1, 1, 1)) ** 2).sum(dims) / ring_area
+        out = torch.stack(
+            [
+                torch.log(perimeter**2 / (4 * torch.pi * area)),
+                torch.log(torch.sqrt(area / torch.pi) / (x.shape[-2] / 16)),
+                torch.log((grad_p * grad_x).sum(dims) / perimeter / image_grad + 1e-6),
+                (p * x).sum(dims) / area - ring_mean,
+                torch.sqrt(ring_var + 1e-12),
+                torch.log((ring * grad_x).sum(dims) / ring_area / image_grad + 1e-6),
+            ],
+            dim=1,
+        )
+        return out.clamp(-self.clip, self.clip).to(image.dtype)
+
+
 class ClassificationHead(nn.Module):
     """Image-level logits ``(B, num_classes)`` from a pooled feature vector.
 
@@ -112,7 +263,14 @@ class ClassificationHead(nn.Module):
         If ``num_classes < 2``, ``in_features < 1`` or ``dropout`` is outside [0, 1).
     """
 
-    def __init__(self, pool: nn.Module, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        pool: nn.Module,
+        in_features: int,
+        num_classes: int,
+        dropout: float = 0.0,
+        descriptors: LesionDescriptors | None = None,
+    ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -121,36 +279,86 @@ class ClassificationHead(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.pool = pool
+        self.descriptors = descriptors
         self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_features, num_classes)
+        self.fc = nn.Linear(in_features + (descriptors.size if descriptors is not None else 0), num_classes)
         nn.init.trunc_normal_(self.fc.weight, std=0.02)
         nn.init.zeros_(self.fc.bias)
 
     @property
     def needs_lesion_logits(self) -> bool:
-        """True when the pool reads the segmentation head's logits (the model runs that head first)."""
-        return bool(getattr(self.pool, "needs_lesion_logits", False))
+        """True when the pool or the descriptors read the segmentation head's logits (that head runs first)."""
+        return self.descriptors is not None or bool(getattr(self.pool, "needs_lesion_logits", False))
+
+    @property
+    def needs_decoder_levels(self) -> bool:
+        """True when the pool reads the segmentation decoder's maps instead of the encoder output."""
+        return bool(getattr(self.pool, "needs_decoder_levels", False))
 
     def forward(
         self,
         features: EncoderOutput | FeaturePyramid,
         image: torch.Tensor,
         lesion_logits: torch.Tensor | None = None,
+        decoder_levels: dict[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Return class logits ``(B, num_classes)``.
 
         ``image`` is unused (uniform head interface); ``lesion_logits`` ``(B, 1, H, W)`` are required by a
-        :class:`LesionPool` and ignored otherwise.
+        :class:`LesionPool` or :class:`DecoderLesionPool`, ``decoder_levels`` (the segmentation decoder's maps by
+        stride) by the latter; both are ignored otherwise.
 
         Raises
         ------
         ValueError
-            If the pool needs lesion logits and none are given.
+            If the pool needs lesion logits or decoder levels and they are not given.
         """
-        if self.needs_lesion_logits:
-            if lesion_logits is None:
-                raise ValueError("this classification head pools by lesion probability: pass the segmentation logits")
+        if self.needs_lesion_logits and lesion_logits is None:
+            raise ValueError("this classification head pools by lesion probability: pass the segmentation logits")
+        if self.needs_decoder_levels:
+            if decoder_levels is None:
+                raise ValueError("this classification head reads the segmentation decoder: pass its levels")
+            pooled = self.pool(decoder_levels, lesion_logits)
+        elif getattr(self.pool, "needs_lesion_logits", False):
             pooled = self.pool(features, lesion_logits)
         else:
             pooled = self.pool(features)
-        return self.fc(self.drop(pooled))
+        pooled = self.drop(pooled)
+        if self.descriptors is not None:  # not dropped out: six numbers, each carries a distinct cue
+            pooled = torch.cat([pooled, self.descriptors(image, lesion_logits).to(pooled.dtype)], dim=1)
+        return self.fc(pooled)
+
+
+def classification_head(
+    cfg: ModelConfig,
+    encoder_pool: nn.Module | None,
+    encoder_width: int,
+    segmentation: nn.Module | None,
+    num_classes: int,
+) -> ClassificationHead:
+    """Build the classification head ``cfg.cls_pool`` asks for.
+
+    ``encoder_pool`` (width ``encoder_width``) serves ``cls``/``mean``; ``lesion`` pools the encoder's finest
+    features by lesion probability; ``decoder`` reads ``segmentation`` (a
+    :class:`~mtmedformer.models.segmentation.SegmentationHead`, required by both lesion pools).
+
+    Raises
+    ------
+    ValueError
+        If a lesion pool is asked for without a segmentation head, or ``cls``/``mean`` without ``encoder_pool``.
+    """
+    if cfg.cls_pool in ("lesion", "decoder") and segmentation is None:
+        raise ValueError(f"cls_pool {cfg.cls_pool!r} reads the segmentation head: enable the segmentation task")
+    if cfg.cls_pool == "decoder":
+        pool: nn.Module = DecoderLesionPool(segmentation.decoder.channels_by_stride)
+        width = pool.out_features
+    elif cfg.cls_pool == "lesion":
+        pool, width = LesionPool(), encoder_width
+    elif encoder_pool is None:
+        raise ValueError(f"cls_pool {cfg.cls_pool!r} needs an encoder pool")
+    else:
+        pool, width = encoder_pool, encoder_width
+    descriptors = LesionDescriptors() if cfg.cls_descriptors else None
+    if descriptors is not None and segmentation is None:
+        raise ValueError("cls_descriptors describe the segmentation head's lesion: enable the segmentation task")
+    return ClassificationHead(pool, width, num_classes, dropout=cfg.dropout, descriptors=descriptors)

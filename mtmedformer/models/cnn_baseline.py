@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from mtmedformer.config.model import ModelConfig
-from mtmedformer.models.classification import ClassificationHead, GlobalAvgPool, LesionPool
+from mtmedformer.models.classification import GlobalAvgPool, classification_head
 from mtmedformer.models.decoder import build_neck
 from mtmedformer.models.detection import DetectionHead
 from mtmedformer.models.multitask import MultiTaskModel, check_build_args
@@ -47,12 +47,13 @@ class CNNMultiTaskBaseline(MultiTaskModel):
             raise ValueError(f"CNNMultiTaskBaseline needs model.arch 'cnn', got {cfg.arch!r}")
         encoder = ResNetEncoder()
         heads: dict[str, nn.Module] = {}
-        if "classification" in cfg.tasks:
-            pool = LesionPool() if cfg.cls_pool == "lesion" else GlobalAvgPool()  # no class token: cls = mean
-            heads["classification"] = ClassificationHead(pool, RESNET18_CHANNELS[32], num_classes, dropout=cfg.dropout)
         if "segmentation" in cfg.tasks:
             pyramid = CNNPyramid(RESNET18_CHANNELS, 1, cfg.seg_feature_size, cfg.decoder_norm)
             heads["segmentation"] = SegmentationHead(pyramid, build_neck(pyramid, 1, cfg.decoder_norm))
+        if "classification" in cfg.tasks:
+            heads["classification"] = classification_head(  # no class token: cls and mean are the global mean
+                cfg, GlobalAvgPool(), RESNET18_CHANNELS[32], heads.get("segmentation"), num_classes
+            )
         if "detection" in cfg.tasks:
             det = cfg.detection
             pyramid = CNNPyramid(RESNET18_CHANNELS, det.stride, det.feature_size, cfg.decoder_norm)

@@ -48,6 +48,7 @@ class UpDecoder(nn.Module):
         if missing:
             raise ValueError(f"UpDecoder needs channels for strides {strides}; missing {missing}")
         self.strides = sorted(strides, reverse=True)  # coarsest first: the order of decoding
+        self.channels_by_stride = {stride: channels[stride] for stride in self.strides}  # of each block's output
         self.ups = nn.ModuleDict()
         in_channels = bottleneck_channels
         for stride in self.strides:
@@ -65,10 +66,15 @@ class UpDecoder(nn.Module):
 
     def forward(self, bottleneck: torch.Tensor, skips: dict[int, torch.Tensor]) -> torch.Tensor:
         """Return the map ``(B, out_channels, H / out_stride, W / out_stride)``."""
+        return self.levels(bottleneck, skips)[self.strides[-1]] if self.strides else bottleneck
+
+    def levels(self, bottleneck: torch.Tensor, skips: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Return every block's output, stride -> ``(B, channels[stride], H / stride, W / stride)``, coarsest first."""
+        out: dict[int, torch.Tensor] = {}
         x = bottleneck
         for stride in self.strides:
-            x = self.ups[f"stride{stride}"](x, skips[stride])
-        return x
+            x = out[stride] = self.ups[f"stride{stride}"](x, skips[stride])
+        return out
 
 
 def build_neck(pyramid: nn.Module, out_stride: int, norm: str) -> UpDecoder:

@@ -13,7 +13,7 @@ import math
 from torch import nn
 
 from mtmedformer.config.model import ModelConfig
-from mtmedformer.models.classification import ClassificationHead, LesionPool, TokenPool
+from mtmedformer.models.classification import TokenPool, classification_head
 from mtmedformer.models.decoder import build_neck
 from mtmedformer.models.detection import DetectionHead
 from mtmedformer.models.multitask import MultiTaskModel, check_build_args
@@ -66,14 +66,17 @@ class MTMedFormer(MultiTaskModel):
             dropout=cfg.dropout,
             attn_dropout=cfg.attn_dropout,
             hidden_blocks=evenly_spaced_blocks(dims.depth, levels - 1),
+            stem=cfg.stem,
         )
         heads: dict[str, nn.Module] = {}
-        if "classification" in cfg.tasks:
-            pool = LesionPool() if cfg.cls_pool == "lesion" else TokenPool(cfg.cls_pool)
-            heads["classification"] = ClassificationHead(pool, dims.embed_dim, num_classes, dropout=cfg.dropout)
         if "segmentation" in cfg.tasks:
             pyramid = ViTPyramid(dims.embed_dim, cfg.patch_size, 1, cfg.seg_feature_size, cfg.decoder_norm)
             heads["segmentation"] = SegmentationHead(pyramid, build_neck(pyramid, 1, cfg.decoder_norm))
+        if "classification" in cfg.tasks:
+            heads["classification"] = classification_head(
+                cfg, TokenPool(cfg.cls_pool) if cfg.cls_pool in ("cls", "mean") else None, dims.embed_dim,
+                heads.get("segmentation"), num_classes,
+            )
         if "detection" in cfg.tasks:
             det = cfg.detection
             pyramid = ViTPyramid(dims.embed_dim, cfg.patch_size, det.stride, det.feature_size, cfg.decoder_norm)

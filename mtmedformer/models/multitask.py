@@ -102,6 +102,7 @@ class MultiTaskModel(nn.Module):
         self.num_classes = num_classes
         self.encoder = encoder
         self.heads = nn.ModuleDict({task: heads[task] for task in cfg.tasks})
+        self._reads_decoder = any(getattr(h, "needs_decoder_levels", False) for h in heads.values())
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -126,8 +127,17 @@ class MultiTaskModel(nn.Module):
         if self.config.input_norm == "image":
             image = standardize_per_image(image)
         features = self.encoder.forward_features(image)
-        outputs = {task: head(features, image) for task, head in self.heads.items() if not _reads_lesions(head)}
+        outputs: dict[str, torch.Tensor | dict[str, torch.Tensor]] = {}
+        levels = None
+        for task, head in self.heads.items():
+            if _reads_lesions(head):
+                continue
+            if task == "segmentation" and self._reads_decoder:
+                outputs[task], levels = head.decode(features, image)
+            else:
+                outputs[task] = head(features, image)
         for task, head in self.heads.items():
             if _reads_lesions(head):  # lesion-guided pooling: after the segmentation head it reads
-                outputs[task] = head(features, image, lesion_logits=outputs["segmentation"])
+                kwargs = {"decoder_levels": levels} if getattr(head, "needs_decoder_levels", False) else {}
+                outputs[task] = head(features, image, lesion_logits=outputs["segmentation"], **kwargs)
         return {task: outputs[task] for task in self.heads}

@@ -50,6 +50,8 @@ def test_tasks_given_as_list_become_a_tuple():
         ({"tasks": ["segmentaton"]}, "Did you mean 'segmentation'?"),
         ({"tasks": ["detection", "detection"]}, "lists a task twice"),
         ({"cls_pool": "max"}, "cls_pool: 'max' is not one of"),
+        ({"cls_pool": "decoder", "tasks": ["classification"]}, "cls_pool: decoder pooling reads the segmentation"),
+        ({"stem": "resnet"}, "stem: 'resnet' is not one of"),
         ({"seg_feature_size": 0}, "seg_feature_size: must be >= 1"),
         ({"decoder_norm": "layer"}, "decoder_norm: 'layer' is not one of"),
         ({"detection": {"stride": 3}}, "detection.stride: must be a power of 2"),

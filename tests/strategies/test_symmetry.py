@@ -41,8 +41,20 @@ def test_random_valid_permutations_of_all_groups_keep_every_output(dtype, norm, 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"qkv_bias": False}, {"detection_stride": 8}, {"tasks": ("detection",), "norm": "instance"}],
-    ids=["no-qkv-bias", "detection-without-decoder", "detection-only"],
+    [
+        {"qkv_bias": False},
+        {"detection_stride": 8},
+        {"tasks": ("detection",), "norm": "instance"},
+        {"stem": "conv"},
+        {"cls_pool": "decoder"},
+        {"stem": "conv", "cls_pool": "decoder", "tasks": ("classification", "segmentation"), "norm": "instance"},
+        {"cls_pool": "decoder", "cls_descriptors": True},
+        {"cls_descriptors": True},
+    ],
+    ids=[
+        "no-qkv-bias", "detection-without-decoder", "detection-only", "conv-stem", "decoder-pool", "stem-and-pool",
+        "decoder-pool-descriptors", "token-descriptors",
+    ],
 )
 def test_model_variants_keep_every_output(kwargs):
     # Prepare
