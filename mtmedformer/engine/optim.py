@@ -11,6 +11,7 @@ from mtmedformer.config.train import TrainConfig
 
 # Parameters that must not be weight-decayed: decaying norms, biases and embeddings hurts ViTs.
 _NO_DECAY_SUFFIXES = ("bias", "cls_token", "pos_embed")
+CLASSIFIER_PREFIX = "heads.classification.fc."
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
@@ -27,14 +28,22 @@ def build_optimizer(modules: dict[str, nn.Module], cfg: TrainConfig) -> torch.op
     cfg
         Training settings (optimizer, lr, weight decay, momentum).
     """
-    decay, no_decay = [], []
+    # (decayed?, classifier?) -> parameters; the classifier's linear layer may take a larger step
+    # (train.classifier_lr_scale): it is a linear probe on features that are themselves still moving.
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {(d, c): [] for d in (True, False) for c in (False, True)}
     for prefix, module in modules.items():
         for name, param in module.named_parameters():
             if param.requires_grad:
-                (no_decay if _no_decay(f"{prefix}.{name}", param) else decay).append(param)
+                classifier = name.startswith(CLASSIFIER_PREFIX) and cfg.classifier_lr_scale != 1.0
+                buckets[(not _no_decay(f"{prefix}.{name}", param), classifier)].append(param)
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {
+            "params": params,
+            "weight_decay": cfg.weight_decay if decayed else 0.0,
+            "lr": cfg.lr * (cfg.classifier_lr_scale if classifier else 1.0),
+        }
+        for (decayed, classifier), params in buckets.items()
+        if params or not classifier  # the two default groups always exist (optimizer state layout)
     ]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
