@@ -13,6 +13,7 @@ import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from torch import nn
 
 from client.site import SiteSession, open_session
 from mtmedformer import TASKS
@@ -46,6 +47,9 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content[keys.CONFIG]
     cfg = session.cfg
     model, loss_fn = session.model_and_loss(msg.content[keys.ARRAYS])
+    prior = None
+    if keys.PRIOR_EVAL_SPLIT in config:  # fused evaluation: score the received global before changing it
+        prior = _evaluation_metrics(session, model, loss_fn, str(config[keys.PRIOR_EVAL_SPLIT]))
     counts = session.data.train.task_counts()
     epochs = int(config.get(keys.LOCAL_EPOCHS, cfg.federated.local_epochs))
     result = train_locally(
@@ -68,7 +72,10 @@ def train(msg: Message, context: Context) -> Message:
         metrics[keys.task_count_key(task)] = counts.get(task, 0) if trained else 0
         metrics[keys.task_trained_key(task)] = 1.0 if trained else 0.0
         metrics[keys.task_loss_key(task)] = result.task_losses.get(task, float("nan"))
-    return _reply(msg, session, metrics, ArrayRecord(to_cpu(model.state_dict())))
+    reply = _reply(msg, session, metrics, ArrayRecord(to_cpu(model.state_dict())))
+    if prior is not None:  # a ConfigRecord: Flower's strategies expect exactly one MetricRecord per reply
+        reply.content[keys.PRIOR_EVAL] = ConfigRecord(prior)
+    return reply
 
 
 @app.evaluate()
@@ -81,15 +88,20 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     """
     session = open_session(msg, context)
     session.maybe_fail("evaluate")
-    split = str(msg.content[keys.CONFIG].get("eval-split", "val"))
+    split = str(msg.content[keys.CONFIG].get(keys.EVALUATE_SPLIT, "val"))
+    model, loss_fn = session.model_and_loss(msg.content[keys.ARRAYS])
+    return _reply(msg, session, _evaluation_metrics(session, model, loss_fn, split), None)
+
+
+def _evaluation_metrics(session: SiteSession, model: nn.Module, loss_fn: nn.Module, split: str) -> dict[str, float]:
+    """Evaluate ``model`` on the site's ``split`` (its training split if it has none); flat metric dict."""
     dataset = {"val": session.data.val, "test": session.data.test, "train": session.data.train}.get(split)
     if dataset is None or len(dataset) == 0:
         dataset = session.data.train
         log.warning("site %s has no '%s' split: evaluating on its training split", session.name, split)
-    model, loss_fn = session.model_and_loss(msg.content[keys.ARRAYS])
     start = time.monotonic()
     values = evaluate(model, session.loader(dataset), len(session.cfg.data.classes), loss_fn=loss_fn)
-    metrics: dict[str, float] = {keys.NUM_EXAMPLES: len(dataset), "eval-seconds": time.monotonic() - start}
+    metrics: dict[str, float] = {keys.NUM_EXAMPLES: len(dataset), keys.EVAL_SECONDS: time.monotonic() - start}
     for key, value in values.items():
         if key.endswith("/n"):
             metrics[keys.task_count_key(key.split("/")[0])] = float(value or 0)
@@ -97,4 +109,4 @@ def evaluate_global(msg: Message, context: Context) -> Message:
             metrics[key] = float("nan") if value is None else float(value)
     for task in TASKS:
         metrics.setdefault(keys.task_count_key(task), 0.0)
-    return _reply(msg, session, metrics, None)
+    return metrics

@@ -173,19 +173,31 @@ class RoundLoop:
 
     def _record_replies(self, rnd: int, phase: str, screened: Screened) -> None:
         """Log and record every failure of ``phase``, and record each accepted site's metrics."""
-        for failure in screened.failures:
+        self._record_sites(rnd, phase, screened.failures, [(self._site(r), _metrics(r)) for r in screened.accepted])
+
+    def _record_sites(
+        self, rnd: int, phase: str, failures: list[dict[str, Any]], rows: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        for failure in failures:
             log.warning("round %d: %s reply of site %s rejected: %s", rnd, phase, failure["site"], failure["reason"])
             details = {"node_id": failure["node_id"], "reason": failure["reason"], "failed_phase": phase}
             self._record(rnd, "failure", failure["site"], details)
-        for reply in screened.accepted:
-            self._record(rnd, phase, _site_of(reply, self.state.node_sites), _metrics(reply))
+        for site, metrics in rows:
+            self._record(rnd, phase, site, metrics)
 
-    def _train(self, rnd: int, arrays: ArrayRecord) -> tuple[dict[str, float], int]:
+    def _site(self, reply: Message) -> str:
+        return _site_of(reply, self.state.node_sites)
+
+    def _train(
+        self, rnd: int, arrays: ArrayRecord, prior_split: str | None = None
+    ) -> tuple[dict[str, float], Screened]:
+        """Train round ``rnd``; with ``prior_split`` the sites first evaluate the received model on that split."""
         reference = _numpy_state(self.state.global_state)
         # Clients reply at the configured width even when the strategy keeps a grown global (matching growth).
         reply_reference = getattr(self.strategy, "reply_reference", lambda state: state)(reference)
         resizable = getattr(self.strategy, "growable_axes", dict)()
-        sent = list(self.strategy.configure_train(rnd, arrays, self._config(rnd), self.grid))
+        extra = {keys.PRIOR_EVAL_SPLIT: prior_split} if prior_split else {}
+        sent = list(self.strategy.configure_train(rnd, arrays, self._config(rnd, **extra), self.grid))
         replies = list(self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s))
         self.bytes_sent += _bytes_of(sent)
         self.bytes_received += _bytes_of(replies)
@@ -200,7 +212,7 @@ class RoundLoop:
                 len(sent),
                 self.cfg.federated.min_train_nodes,
             )
-            return {}, len(screened.accepted)
+            return {}, screened
         new_arrays, strategy_metrics = self.strategy.aggregate_train(rnd, screened.accepted)
         if new_arrays is not None:
             candidate = _as_reference_dtypes(new_arrays, reference)
@@ -213,51 +225,81 @@ class RoundLoop:
         # Strategy diagnostics (e.g. matching/...) that the clients' metrics do not have.
         train_metrics.update({k: v for k, v in dict(strategy_metrics or {}).items() if k not in train_metrics})
         self._record(rnd, "train", AGGREGATE, train_metrics)
-        return train_metrics, len(screened.accepted)
+        return train_metrics, screened
 
     def evaluate_split(self, rnd: int, split: str) -> dict[str, float]:
         """Evaluate the global model on every sampled site's ``split``; record per-site and weighted metrics."""
         arrays = ArrayRecord(self.state.global_state)
-        config = self._config(rnd, **{"eval-split": split})
+        config = self._config(rnd, **{keys.EVALUATE_SPLIT: split})
         sent = list(self.strategy.configure_evaluate(rnd, arrays, config, self.grid))
         if not sent:
             return {}
         self.bytes_sent += _bytes_of(sent)
         replies = self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s)
         screened = screen_replies(sent, replies, self.state.node_sites, None)
-        phase = "val" if split == "val" else split
-        self._record_replies(rnd, phase, screened)
-        metrics = aggregate_task_metrics(_metrics(r) for r in screened.accepted) if screened.accepted else {}
+        rows = [(self._site(r), _metrics(r)) for r in screened.accepted]
+        return self._record_evaluation(rnd, "val" if split == "val" else split, screened.failures, rows)
+
+    def _prior_evaluation(self, rnd: int, trained: Screened) -> dict[str, float]:
+        """Record the evaluation of round ``rnd``'s global that the sites ran before training round ``rnd + 1``.
+
+        Sites whose training reply was rejected are missing here too (their failure is already recorded).
+        """
+        failures, rows = [], []
+        for reply in trained.accepted:
+            metrics = dict(reply.content[keys.PRIOR_EVAL]) if keys.PRIOR_EVAL in reply.content else {}
+            problem = check_weight(metrics, keys.NUM_EXAMPLES) if metrics else (
+                "the training reply carries no evaluation of the received model (client app older than the server)"
+            )
+            if problem is None:
+                rows.append((self._site(reply), metrics))
+            else:
+                node = int(reply.metadata.src_node_id)
+                failures.append({"site": self._site(reply), "node_id": node, "reason": problem})
+        return self._record_evaluation(rnd, "val", failures, rows)
+
+    def _record_evaluation(
+        self, rnd: int, phase: str, failures: list[dict[str, Any]], rows: list[tuple[str, dict[str, Any]]]
+    ) -> dict[str, float]:
+        """Record per-site and weighted evaluation metrics of round ``rnd``'s global model; return the latter."""
+        self._record_sites(rnd, phase, failures, rows)
+        metrics = aggregate_task_metrics(m for _, m in rows) if rows else {}
         if metrics:
             finite = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
             metrics["mean_score"] = primary_score(finite, self.cfg.model.tasks)
             self._record(rnd, phase, AGGREGATE, metrics)
         return metrics
 
-    def _checkpoint(self, rnd: int, val: dict[str, Any]) -> None:
+    def _save_model(self, rnd: int, val: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+        """Write round ``rnd``'s global model ``state`` with its metrics; also as best.pt when it is the best."""
         model_ckpt = {"config": self.cfg, "epoch": rnd, "metrics": {k: v for k, v in val.items() if v is not None}}
-        save_checkpoint(
-            self.run_dir / "checkpoints" / f"round_{rnd:03d}.pt", model=self.state.global_state, **model_ckpt
-        )
+        save_checkpoint(self.run_dir / "checkpoints" / f"round_{rnd:03d}.pt", model=state, **model_ckpt)
         score = val.get(self.cfg.train.monitor)
         if score is not None and not math.isnan(score) and (not self.state.best or score > self.state.best["score"]):
             self.state.best = {"round": rnd, "score": float(score)}
-            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", model=self.state.global_state, **model_ckpt)
+            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", model=state, **model_ckpt)
+
+    def _checkpoint(self, rnd: int, val: dict[str, Any]) -> None:
+        self._save_model(rnd, val, self.state.global_state)
         self.state.round = rnd
         self.state.strategy = strategy_state(self.strategy)
         write_results(self.run_dir, self.state.history)
         self.state.save(self.run_dir / "server_state.pt")  # last: the state never points past the files above
 
-    def _round_costs(self, rnd: int, seconds: float, n_ok: int) -> dict[str, float]:
+    def _round_costs(self, rnd: int, seconds: float, n_ok: int, prior: dict[str, float]) -> dict[str, float]:
         """Round wall time against the clients' critical path, and bytes moved, for the overhead benchmark.
 
-        The critical path is the slowest site's local training plus the slowest site's evaluation: the
-        round can not finish sooner when every site computes in parallel. Bytes count the model arrays in
-        every message sent (train and evaluate) and every training reply received.
+        The critical path is what the round can not beat when every site computes in parallel: the slowest
+        site's local training (plus, with fused evaluation, its evaluation of the received model before
+        training: ``prior`` maps site -> those seconds), plus the slowest site's separate evaluation when the
+        round has one. Bytes count the model arrays in every message sent (train and evaluate) and every
+        training reply received.
         """
         rows = [r for r in self.state.history if r["round"] == rnd and r["site"] != AGGREGATE]
-        train = [float(r.get(keys.TRAIN_SECONDS, 0.0)) for r in rows if r["phase"] == "train"]
-        evals = [float(r.get("eval-seconds", 0.0)) for r in rows if r["phase"] == "val"]
+        train = [
+            float(r.get(keys.TRAIN_SECONDS, 0.0)) + prior.get(r["site"], 0.0) for r in rows if r["phase"] == "train"
+        ]
+        evals = [float(r.get(keys.EVAL_SECONDS, 0.0)) for r in rows if r["phase"] == "val"]
         critical = max(train, default=0.0) + max(evals, default=0.0)
         return {
             "time/round_s": seconds,
@@ -269,20 +311,42 @@ class RoundLoop:
         }
 
     def run(self) -> ServerState:
-        """Run the remaining rounds; return the final state."""
+        """Run the remaining rounds; return the final state.
+
+        With ``federated.fused_evaluation`` every round but the last has one exchange: its train message asks
+        the sites to evaluate the received global (round ``r - 1``'s) on their validation split before training,
+        and those metrics are recorded, and best.pt chosen, for round ``r - 1``. The last round evaluates its
+        global in a separate exchange, so every round's global is evaluated exactly once either way.
+        """
         total = self.cfg.federated.rounds
+        fused = self.cfg.federated.fused_evaluation
         first = self.state.round + 1
         started = time.monotonic()
         for rnd in range(first, total + 1):
             t0 = time.monotonic()
             self.bytes_sent = self.bytes_received = 0
-            train_metrics, n_ok = self._train(rnd, ArrayRecord(self.state.global_state))
-            val = self.evaluate_split(rnd, "val")
+            previous = self.state.global_state
+            shown_round, val = 0, {}
+            prior_split = "val" if fused and rnd > 1 else None
+            train_metrics, trained = self._train(rnd, ArrayRecord(previous), prior_split)
+            prior_seconds: dict[str, float] = {}
+            if prior_split:
+                shown_round, val = rnd - 1, self._prior_evaluation(rnd - 1, trained)
+                prior_seconds = {
+                    r["site"]: float(r.get(keys.EVAL_SECONDS, 0.0))
+                    for r in self.state.history
+                    if r["round"] == rnd - 1 and r["phase"] == "val" and r["site"] != AGGREGATE
+                }
+                self._save_model(rnd - 1, val, previous)  # round r-1's checkpoint, now with its metrics
+            if not fused or rnd == total:
+                shown_round, val = rnd, self.evaluate_split(rnd, "val")
             if self.server_evaluate is not None:
                 server_metrics = self.server_evaluate(rnd, self.state.global_state)
                 self._record(rnd, "server", AGGREGATE, server_metrics)
-            self._record(rnd, "round", AGGREGATE, self._round_costs(rnd, time.monotonic() - t0, n_ok))
-            self._checkpoint(rnd, val)
+            n_ok = len(trained.accepted)
+            costs = self._round_costs(rnd, time.monotonic() - t0, n_ok, prior_seconds)
+            self._record(rnd, "round", AGGREGATE, costs)
+            self._checkpoint(rnd, val if shown_round == rnd else {})
             done = rnd - first + 1
             eta = (time.monotonic() - started) / done * (total - rnd)
             shown = "  ".join(
@@ -292,11 +356,13 @@ class RoundLoop:
                 if isinstance(v, float) and not math.isnan(v)
             )
             log.info(
-                "round %d/%d | %d sites trained, loss %.3f | val %s | %.0fs (elapsed %.0fs, ETA %.0fs)",
+                "round %d/%d | %d sites trained, loss %.3f | val (round %d model) %s | %.0fs "
+                "(elapsed %.0fs, ETA %.0fs)",
                 rnd,
                 total,
                 n_ok,
                 train_metrics.get(keys.LOSS, float("nan")),
+                shown_round,
                 shown or "n/a",
                 time.monotonic() - t0,
                 time.monotonic() - started,

@@ -12,6 +12,7 @@ ARRAYS = "arrays"  # ArrayRecord: model state_dict
 CONFIG = "config"  # ConfigRecord: server -> client round settings
 METRICS = "metrics"  # MetricRecord: client -> server numbers
 SITE = "site"  # ConfigRecord: client -> server, {"site-name": str}
+PRIOR_EVAL = "prior-eval"  # ConfigRecord: client -> server, evaluation of the received model before training
 
 NUM_EXAMPLES = "num-examples"  # images the client trained (or evaluated) on: FedAvg's weight
 SERVER_ROUND = "server-round"
@@ -20,6 +21,9 @@ LOCAL_STEPS = "local-steps"
 PROXIMAL_MU = "proximal-mu"  # set by Flower's FedProx
 SITE_NAME = "site-name"
 TRAIN_SECONDS = "train-seconds"  # wall time of local training (compute critical path of a round)
+EVAL_SECONDS = "eval-seconds"  # wall time of an evaluation at the site
+EVALUATE_SPLIT = "eval-split"  # server -> client: split to evaluate on
+PRIOR_EVAL_SPLIT = "prior-eval-split"  # server -> client in a train message: evaluate the received model first
 LOSS = "loss"
 
 

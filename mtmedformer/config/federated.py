@@ -102,6 +102,9 @@ class FederatedConfig:
     client_threads: int = 1  # torch intra-op threads per client process (1 per simulated client)
     keep_optimizer_state: bool = False  # keep each site's optimizer state across rounds (in node state)
     server_evaluation: bool = False  # also evaluate the global model on the pooled test split at the server
+    # Sites evaluate the received global before training on it: one message exchange per round instead of two
+    # (round r's validation metrics arrive with round r + 1's updates; the last round evaluates separately).
+    fused_evaluation: bool = False
     output_dir: str = "runs/federated"  # results of the run (a sub-folder per run)
     strategy_options: StrategyOptions = field(default_factory=StrategyOptions)
     matching: MatchingOptions = field(default_factory=MatchingOptions)
