@@ -17,7 +17,7 @@ message exchange (see README, "Per-round overhead"): ``--images-per-site`` and `
 workload, and the printed ``overhead s`` column (wall time minus critical path) is the fixed cost itself.
 
 Usage: python benchmarks/round_overhead.py [--rounds 4] [--deployment] [--images-per-site 120]
-       [--local-epochs 1] [--skip-simulation] [--trace] [--json out.json]
+       [--local-epochs 1] [--skip-simulation] [--trace] [--fused-evaluation] [--json out.json]
 Targets (issue): <= 1.15x in simulation, <= 1.5x in the loopback deployment.
 """
 
@@ -52,11 +52,20 @@ def read_rounds(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines() if line.strip()]
 
 
-def summarise(name: str, rows: list[dict]) -> dict:
-    """Per-round ratios and the steady-state median (rounds >= 2)."""
+def summarise(name: str, rows: list[dict], fused: bool = False) -> dict:
+    """Per-round ratios, the steady-state median and the whole run's ratio.
+
+    Steady state = rounds >= 2 (round 1 also pays start-up, data loading and model building) and, with fused
+    evaluation, before the last round (which alone has a separate evaluation exchange). The run ratio is the
+    sum of round wall times over the sum of critical paths, every round included.
+    """
     ratios = [r["time/round_s"] / r["time/client_critical_s"] for r in rows if r.get("time/client_critical_s")]
-    steady = ratios[1:] or ratios
+    steady_rows = rows[1:-1] if fused and len(rows) > 2 else rows[1:] or rows
+    steady = [r["time/round_s"] / r["time/client_critical_s"] for r in steady_rows if r.get("time/client_critical_s")]
+    critical = sum(r["time/client_critical_s"] for r in rows)
     return {
+        "fused_evaluation": fused,
+        "run_ratio": sum(r["time/round_s"] for r in rows) / critical if critical else None,
         "setting": name,
         "rounds": [
             {k: r.get(k) for k in ("round", "time/round_s", "time/client_critical_s", "bytes/sent", "bytes/received")}
@@ -65,18 +74,24 @@ def summarise(name: str, rows: list[dict]) -> dict:
         "ratio_per_round": ratios,
         "steady_state_ratio": statistics.median(steady) if steady else None,
         "steady_state_overhead_s": statistics.median(
-            r["time/round_s"] - r["time/client_critical_s"] for r in (rows[1:] or rows)
-        ) if rows else None,
+            r["time/round_s"] - r["time/client_critical_s"] for r in steady_rows
+        ) if steady_rows else None,
         "bytes_per_round": statistics.median(r["bytes/sent"] + r["bytes/received"] for r in rows),
     }
 
 
-def run_simulation(rounds: int, out: Path, workload: dict[str, int]) -> dict:
+def _overrides(rounds: int, workload: dict[str, int], fused: bool, deployment: bool = False) -> str:
+    chosen = [o for o in OVERRIDES if not (deployment and o.startswith("data.synthetic"))]
+    chosen += [f"federated.fused_evaluation={str(fused).lower()}"]
+    return ";".join(o.format(rounds=rounds, **workload) for o in chosen)
+
+
+def run_simulation(rounds: int, out: Path, workload: dict[str, int], fused: bool = False) -> dict:
     """``flwr run .`` with 2 SuperNodes x 1 CPU; returns the summary."""
     # `flwr run` starts `flower-superlink` by name: put this environment's executables first on PATH.
     env = {**os.environ, "FLWR_HOME": str(out / "flwr-home"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
            "FLWR_TELEMETRY_ENABLED": "0", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    overrides = ";".join(o.format(rounds=rounds, **workload) for o in OVERRIDES)
+    overrides = _overrides(rounds, workload, fused)
     run_config = (f"experiment='configs/federated_demo.yaml' overrides='{overrides}' "
                   f"output-dir='{out}' run-name='simulation'")
     flwr = Path(sys.executable).with_name("flwr")
@@ -89,10 +104,12 @@ def run_simulation(rounds: int, out: Path, workload: dict[str, int]) -> dict:
         )
     finally:
         subprocess.run(["pkill", "-f", f"flower-superlink.*--database {database}"], check=False)
-    return summarise("simulation (Ray, 2 SuperNodes x 1 CPU)", read_rounds(out / "simulation"))
+    return summarise("simulation (Ray, 2 SuperNodes x 1 CPU)", read_rounds(out / "simulation"), fused)
 
 
-def run_deployment(rounds: int, out: Path, workload: dict[str, int], trace: bool = False) -> dict:
+def run_deployment(
+    rounds: int, out: Path, workload: dict[str, int], trace: bool = False, fused: bool = False
+) -> dict:
     """The loopback TLS + authentication deployment of tests/deploy; returns the summary.
 
     With ``trace`` the Flower processes log at DEBUG level (timestamped; a little slower) and the summary gets a
@@ -103,9 +120,7 @@ def run_deployment(rounds: int, out: Path, workload: dict[str, int], trace: bool
     from tests.deploy.harness import demo_sites, start_deployment
 
     sites = demo_sites(out / "sites", num_sites=2, images_per_site=workload["images_per_site"], image_size=64)
-    overrides = ";".join(
-        o.format(rounds=rounds, **workload) for o in OVERRIDES if not o.startswith("data.synthetic")
-    )
+    overrides = _overrides(rounds, workload, fused, deployment=True)
     run_config = {"experiment": str(ROOT / "configs" / "federated_demo.yaml"), "overrides": overrides,
                   "output-dir": str(out / "results"), "run-name": "deployment"}
     extra_env = {"FLWR_LOG_LEVEL": "DEBUG"} if trace else None
@@ -117,7 +132,7 @@ def run_deployment(rounds: int, out: Path, workload: dict[str, int], trace: bool
     finally:
         deployment.stop()
     rows = read_rounds(out / "results" / "deployment")
-    summary = summarise("loopback deployment (TLS + node auth, 2 SuperNodes)", rows)
+    summary = summarise("loopback deployment (TLS + node auth, 2 SuperNodes)", rows, fused)
     if trace:
         from benchmarks.deployment_trace import read_site_logs, summarise_trace
 
@@ -133,6 +148,8 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=int, default=1, help="local epochs per round")
     parser.add_argument("--skip-simulation", action="store_true", help="run only the loopback deployment")
     parser.add_argument("--trace", action="store_true", help="DEBUG logs in the deployment: print where time goes")
+    parser.add_argument("--fused-evaluation", action="store_true",
+                        help="federated.fused_evaluation: one message exchange per round (evaluation rides along)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     workload = {"images_per_site": args.images_per_site, "local_epochs": args.local_epochs}
@@ -140,9 +157,11 @@ def main() -> None:
     results = []
     started = time.monotonic()
     if not args.skip_simulation:
-        results.append(run_simulation(args.rounds, out, workload))
+        results.append(run_simulation(args.rounds, out, workload, fused=args.fused_evaluation))
     if args.deployment:
-        results.append(run_deployment(args.rounds, out / "deployment", workload, trace=args.trace))
+        results.append(
+            run_deployment(args.rounds, out / "deployment", workload, trace=args.trace, fused=args.fused_evaluation)
+        )
     for res in results:
         print(f"\n{res['setting']}")
         print("| round | wall s | client critical path s | overhead s | ratio | MB sent | MB received |")
@@ -151,18 +170,22 @@ def main() -> None:
             wall, critical = row["time/round_s"], row["time/client_critical_s"]
             print(f"| {row['round']} | {wall:.1f} | {critical:.1f} | {wall - critical:.1f} | {ratio:.2f} | "
                   f"{row['bytes/sent'] / 1e6:.1f} | {row['bytes/received'] / 1e6:.1f} |")
-        print(f"steady-state ratio (median of rounds >= 2): {res['steady_state_ratio']:.2f}; "
-              f"overhead {res['steady_state_overhead_s']:.1f} s per round; "
+        which = "rounds >= 2 before the last" if res["fused_evaluation"] else "rounds >= 2"
+        print(f"steady-state ratio (median of {which}): {res['steady_state_ratio']:.2f}; "
+              f"overhead {res['steady_state_overhead_s']:.1f} s per round; whole run {res['run_ratio']:.2f}; "
               f"bytes per round: {res['bytes_per_round'] / 1e6:.1f} MB")
         if "trace" in res:
             from benchmarks.deployment_trace import format_trace
 
             print("\nwhere a message exchange's time goes (SuperNode DEBUG log, rounds >= 2, median over sites):")
             print(format_trace(res["trace"]))
-    print(f"\nworkload: {args.images_per_site} images per site, {args.local_epochs} local epoch(s) per round")
+    print(f"\nworkload: {args.images_per_site} images per site, {args.local_epochs} local epoch(s) per round, "
+          f"fused evaluation {'on' if args.fused_evaluation else 'off'}")
     print(f"\n(total benchmark time {time.monotonic() - started:.0f} s; results in {out})")
     if args.json:
-        args.json.write_text(json.dumps({"workload": workload, "results": results}, indent=2))
+        args.json.write_text(json.dumps(
+            {"workload": workload, "fused_evaluation": args.fused_evaluation, "results": results}, indent=2
+        ))
 
 
 if __name__ == "__main__":
