@@ -12,7 +12,11 @@ Two measurements on the synthetic set of ``--config`` (default: configs/centrali
    for ``--fit-epochs`` epochs, printing the training cross-entropy per epoch (0.693 = chance for two
    balanced classes).
 
-Usage: python benchmarks/classification_signal.py [--config ...] [--set key=value ...] [--fit]
+With ``--checkpoint <pt>`` measurement 1 uses the lesions that checkpoint's model *predicts* (largest
+component of probability > 0.5, on the images as the model sees them) and also scores the model's own
+``LesionDescriptors`` the same way: how much of the signal survives an imperfect segmentation.
+
+Usage: python benchmarks/classification_signal.py [--config ...] [--set key=value ...] [--fit] [--checkpoint pt]
 """
 
 from __future__ import annotations
@@ -29,12 +33,16 @@ from torch.utils.data import Subset
 from mtmedformer.config import load_config
 from mtmedformer.data.image_io import read_image, read_mask
 from mtmedformer.data.sources import load_records, make_datasets
+from mtmedformer.engine.checkpoint import load_checkpoint
 from mtmedformer.engine.loop import train_epoch
 from mtmedformer.engine.optim import build_optimizer
 from mtmedformer.engine.seeding import seed_everything
 from mtmedformer.engine.setup import build_model_and_loss
 from mtmedformer.engine.trainer import make_loader
 from mtmedformer.logs import setup_logging
+from mtmedformer.models.classification import LesionDescriptors
+from mtmedformer.models.multitask import standardize_per_image
+from mtmedformer.models.widths import build_model_for_state
 
 FEATURES = ("edge gradient", "contrast to ring", "perimeter^2/area", "area", "ring std", "ring gradient")
 
@@ -58,32 +66,9 @@ def _auc(score: torch.Tensor, target: torch.Tensor) -> float:
     return float(compute_roc_auc(score.float(), target.float()))
 
 
-def signal(cfg) -> None:
-    """Print per-feature test AUCs and a logistic regression's test AUC (see module docstring)."""
-    rows, labels, splits = [], [], []
-    sets = make_datasets(cfg.data, load_records(cfg.data), seed=cfg.train.seed)
-    for split in ("train", "test"):
-        for rec in sets[split].records:
-            if rec.label is None or not rec.masks:
-                continue
-            image = read_image(rec.image)
-            image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
-            mask = np.zeros(image.shape, dtype=bool)
-            for path in rec.masks:
-                mask |= read_mask(path, image.shape)
-            if mask.sum() < 3:
-                continue
-            rows.append(lesion_features(image, mask))
-            labels.append(rec.label == cfg.data.classes[1])
-            splits.append(split)
-    x = torch.tensor(rows, dtype=torch.float32)
-    x = (x - x.mean(0)) / x.std(0)
-    y = torch.tensor(labels, dtype=torch.float32)
-    train = torch.tensor([s == "train" for s in splits])
-    print(f"lesions with a label: {len(y)} ({int(train.sum())} train, {int((~train).sum())} test), "
-          f"{float(y.mean()):.2f} positive ({cfg.data.classes[1]})")
-    for i, name in enumerate(FEATURES):
-        print(f"  test AUC of {name:>18}: {_auc(x[~train, i], y[~train]):.3f}")
+def _logistic_auc(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor) -> float:
+    """Fit an L2-regularised logistic regression on the train rows of standardized ``x``; test AUC."""
+    x = (x - x[train].mean(0)) / x[train].std(0).clamp_min(1e-6)
     weight = torch.zeros(x.shape[1], requires_grad=True)
     bias = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias])
@@ -97,8 +82,67 @@ def signal(cfg) -> None:
 
     for _ in range(20):
         optimizer.step(closure)
-    print(f"logistic regression on all features (fit on train, ground-truth masks): test AUC "
-          f"{_auc((x[~train] @ weight + bias).detach(), y[~train]):.3f}")
+    return _auc((x[~train] @ weight + bias).detach(), y[~train])
+
+
+def _predicted_lesion(probability: np.ndarray) -> np.ndarray:
+    """The largest connected component of ``probability > 0.5`` (of >= half the maximum if none)."""
+    mask = probability > 0.5
+    if not mask.any():
+        mask = probability >= 0.5 * probability.max()
+    labels, count = ndimage.label(mask)
+    sizes = ndimage.sum(mask, labels, range(1, count + 1))
+    return labels == 1 + int(np.argmax(sizes))
+
+
+def signal(cfg, model: torch.nn.Module | None = None) -> None:
+    """Print per-feature test AUCs and a logistic regression's test AUC (see module docstring).
+
+    With ``model`` (a trained MTMedFormer) the lesion is the model's predicted one instead of the ground truth,
+    and the model's own :class:`~mtmedformer.models.classification.LesionDescriptors` are scored too.
+    """
+    rows, descriptors, labels, splits = [], [], [], []
+    sets = make_datasets(cfg.data, load_records(cfg.data), seed=cfg.train.seed)
+    for split in ("train", "test"):
+        dataset = sets[split]
+        for index, rec in enumerate(dataset.records):
+            if rec.label is None or not rec.masks:
+                continue
+            described = None
+            if model is None:
+                image = read_image(rec.image)
+                mask = np.zeros(image.shape, dtype=bool)
+                for path in rec.masks:
+                    mask |= read_mask(path, image.shape)
+            else:  # the image as the model sees it (resized), the lesion it predicts
+                tensor = dataset[index]["image"][None]
+                with torch.no_grad():
+                    logits = model(tensor)["segmentation"]
+                    if model.config.input_norm == "image":
+                        tensor = standardize_per_image(tensor)
+                    described = LesionDescriptors()(tensor, logits)[0].tolist()
+                image = dataset[index]["image"][0].numpy()
+                mask = _predicted_lesion(torch.sigmoid(logits)[0, 0].numpy())
+            image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
+            if mask.sum() < 3:
+                continue
+            rows.append(lesion_features(image, mask))
+            labels.append(rec.label == cfg.data.classes[1])
+            splits.append(split)
+            if described is not None:
+                descriptors.append(described)
+    x = torch.tensor(rows, dtype=torch.float32)
+    y = torch.tensor(labels, dtype=torch.float32)
+    train = torch.tensor([s == "train" for s in splits])
+    source = "ground-truth masks" if model is None else "the model's predicted masks"
+    print(f"lesions with a label: {len(y)} ({int(train.sum())} train, {int((~train).sum())} test), "
+          f"{float(y.mean()):.2f} positive ({cfg.data.classes[1]}); lesions from {source}")
+    for i, name in enumerate(FEATURES):
+        print(f"  test AUC of {name:>18}: {_auc(x[~train, i], y[~train]):.3f}")
+    print(f"logistic regression on all features (fit on train, {source}): test AUC {_logistic_auc(x, y, train):.3f}")
+    if model is not None:
+        d = torch.tensor(descriptors, dtype=torch.float32)
+        print(f"logistic regression on the model's LesionDescriptors: test AUC {_logistic_auc(d, y, train):.3f}")
 
 
 def fit_probe(cfg, name: str, extra: list[str], config_path: str, overrides: list[str], images: int,
@@ -126,11 +170,19 @@ def main() -> None:
     parser.add_argument("--fit", action="store_true", help="also run the fitting-speed probe")
     parser.add_argument("--fit-images", type=int, default=64)
     parser.add_argument("--fit-epochs", type=int, default=15)
+    parser.add_argument("--checkpoint", help="score lesions predicted by this checkpoint instead of the ground truth")
     args = parser.parse_args()
     setup_logging(logging.WARNING)
     torch.set_num_threads(1)
     cfg = load_config(args.config, args.overrides)
-    signal(cfg)
+    model = None
+    if args.checkpoint:
+        checkpoint = load_checkpoint(args.checkpoint)
+        model = build_model_for_state(
+            checkpoint.config.model, checkpoint.config.data.image_size, len(checkpoint.config.data.classes),
+            checkpoint.model_state,
+        ).eval()
+    signal(cfg, model)
     if args.fit:
         print(f"\nfitting {args.fit_images} labelled training images, {args.fit_epochs} epochs, batch 16:")
         probes = {

@@ -45,3 +45,25 @@ def test_signal_and_fit_probe_run_end_to_end(tiny_yaml, capsys):
     # Assert
     out = capsys.readouterr().out
     assert "logistic regression on all features" in out and "training CE per epoch" in out
+
+
+def test_signal_from_a_models_predicted_lesions(tiny_yaml, capsys):
+    # Prepare: an untrained model; its near-uniform output still yields one largest component per image
+    from mtmedformer.models import build_model
+
+    cfg = config_from_dict(yaml.safe_load(tiny_yaml.read_text()))
+    model = build_model(cfg.model, cfg.data.image_size, len(cfg.data.classes)).eval()
+    # Execute
+    cs.signal(cfg, model)
+    # Assert
+    out = capsys.readouterr().out
+    assert "lesions from the model's predicted masks" in out
+    assert "logistic regression on the model's LesionDescriptors" in out
+
+
+def test_predicted_lesion_is_the_largest_component():
+    probability = np.zeros((16, 16))
+    probability[1:3, 1:3] = 0.9
+    probability[8:13, 8:13] = 0.8
+    mask = cs._predicted_lesion(probability)
+    assert mask.sum() == 25 and mask[10, 10]
