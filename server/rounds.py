@@ -240,10 +240,11 @@ class RoundLoop:
         rows = [(self._site(r), _metrics(r)) for r in screened.accepted]
         return self._record_evaluation(rnd, "val" if split == "val" else split, screened.failures, rows)
 
-    def _prior_evaluation(self, rnd: int, trained: Screened) -> dict[str, float]:
+    def _prior_evaluation(self, rnd: int, trained: Screened) -> tuple[dict[str, float], dict[str, float]]:
         """Record the evaluation of round ``rnd``'s global that the sites ran before training round ``rnd + 1``.
 
-        Sites whose training reply was rejected are missing here too (their failure is already recorded).
+        Returns the weighted metrics and, per site, the seconds its evaluation took. Sites whose training reply
+        was rejected are missing here too (their failure is already recorded).
         """
         failures, rows = [], []
         for reply in trained.accepted:
@@ -256,7 +257,8 @@ class RoundLoop:
             else:
                 node = int(reply.metadata.src_node_id)
                 failures.append({"site": self._site(reply), "node_id": node, "reason": problem})
-        return self._record_evaluation(rnd, "val", failures, rows)
+        seconds = {site: float(metrics.get(keys.EVAL_SECONDS, 0.0)) for site, metrics in rows}
+        return self._record_evaluation(rnd, "val", failures, rows), seconds
 
     def _record_evaluation(
         self, rnd: int, phase: str, failures: list[dict[str, Any]], rows: list[tuple[str, dict[str, Any]]]
@@ -279,8 +281,9 @@ class RoundLoop:
             self.state.best = {"round": rnd, "score": float(score)}
             save_checkpoint(self.run_dir / "checkpoints" / "best.pt", model=state, **model_ckpt)
 
-    def _checkpoint(self, rnd: int, val: dict[str, Any]) -> None:
-        self._save_model(rnd, val, self.state.global_state)
+    def _checkpoint(self, rnd: int, val: dict[str, Any], save_model: bool = True) -> None:
+        if save_model:
+            self._save_model(rnd, val, self.state.global_state)
         self.state.round = rnd
         self.state.strategy = strategy_state(self.strategy)
         write_results(self.run_dir, self.state.history)
@@ -315,8 +318,8 @@ class RoundLoop:
 
         With ``federated.fused_evaluation`` every round but the last has one exchange: its train message asks
         the sites to evaluate the received global (round ``r - 1``'s) on their validation split before training,
-        and those metrics are recorded, and best.pt chosen, for round ``r - 1``. The last round evaluates its
-        global in a separate exchange, so every round's global is evaluated exactly once either way.
+        and those metrics are recorded, round ``r - 1``'s model file written and best.pt chosen then. The last
+        round evaluates its global in a separate exchange, so every round's global is evaluated exactly once.
         """
         total = self.cfg.federated.rounds
         fused = self.cfg.federated.fused_evaluation
@@ -331,13 +334,9 @@ class RoundLoop:
             train_metrics, trained = self._train(rnd, ArrayRecord(previous), prior_split)
             prior_seconds: dict[str, float] = {}
             if prior_split:
-                shown_round, val = rnd - 1, self._prior_evaluation(rnd - 1, trained)
-                prior_seconds = {
-                    r["site"]: float(r.get(keys.EVAL_SECONDS, 0.0))
-                    for r in self.state.history
-                    if r["round"] == rnd - 1 and r["phase"] == "val" and r["site"] != AGGREGATE
-                }
-                self._save_model(rnd - 1, val, previous)  # round r-1's checkpoint, now with its metrics
+                val, prior_seconds = self._prior_evaluation(rnd - 1, trained)
+                shown_round = rnd - 1
+                self._save_model(rnd - 1, val, previous)  # round r-1's model file, once its metrics are known
             if not fused or rnd == total:
                 shown_round, val = rnd, self.evaluate_split(rnd, "val")
             if self.server_evaluate is not None:
@@ -346,7 +345,9 @@ class RoundLoop:
             n_ok = len(trained.accepted)
             costs = self._round_costs(rnd, time.monotonic() - t0, n_ok, prior_seconds)
             self._record(rnd, "round", AGGREGATE, costs)
-            self._checkpoint(rnd, val if shown_round == rnd else {})
+            # Fused, before the last round: this round's model file waits for its metrics (next round); the
+            # server state written here holds the model, so a resumed run loses nothing.
+            self._checkpoint(rnd, val if shown_round == rnd else {}, save_model=shown_round == rnd)
             done = rnd - first + 1
             eta = (time.monotonic() - started) / done * (total - rnd)
             shown = "  ".join(

@@ -96,11 +96,10 @@ class DecoderLesionPool(nn.Module):
     """Pool the segmentation decoder's maps around the predicted lesion; concatenate the levels.
 
     Malignancy on a mammogram is written in a lesion's outline, margin and spiculation, a few pixels wide.
-    The segmentation decoder computes exactly those: its finer levels are convolutions over the image and
-    upsampled encoder states, trained to trace the lesion boundary within an epoch or two. Measured on the
-    synthetic mammograms (README), a linear classifier on the encoder's tokens, pooled by class token, mean or
-    predicted lesion, stayed at chance for a 10-minute budget; reading the decoder's boundary features is what
-    a small ViT trained from scratch can learn in that time.
+    The segmentation decoder's finer levels are convolutions over the image and upsampled encoder states,
+    trained to trace the lesion boundary within an epoch or two, so they are where such detail is computed.
+    Measured on the synthetic mammograms under a 10-minute budget (README): it ranked test lesions better than
+    the class token (AUC 0.65-0.72 against 0.46-0.57), but its training cross-entropy stayed at chance too.
 
     For each decoder level ``s`` (``(B, C_s, H / s, W / s)``) the pooled vector is
     ``sum_i w_i f_i / sum_i w_i`` with ``w_i = a_i + floor``, where ``a_i`` is the mean over cell ``i`` of the
@@ -113,7 +112,7 @@ class DecoderLesionPool(nn.Module):
     Parameters
     ----------
     channels
-        Decoder stride -> channels, as the decoder's ``channels`` (every level is read).
+        Decoder stride -> channels of that level, as the pyramid's ``channels`` (every level is read).
     margin
         Dilation radius of the lesion probability, input pixels, ``>= 0``. Default 4.
     floor
@@ -352,7 +351,7 @@ def classification_head(
     if cfg.cls_pool in ("lesion", "decoder") and segmentation is None:
         raise ValueError(f"cls_pool {cfg.cls_pool!r} reads the segmentation head: enable the segmentation task")
     if cfg.cls_pool == "decoder":
-        pool: nn.Module = DecoderLesionPool(segmentation.decoder.channels_by_stride)
+        pool: nn.Module = DecoderLesionPool(segmentation.pyramid.channels)
         width = pool.out_features
     elif cfg.cls_pool == "lesion":
         pool, width = LesionPool(), encoder_width

@@ -48,7 +48,6 @@ class UpDecoder(nn.Module):
         if missing:
             raise ValueError(f"UpDecoder needs channels for strides {strides}; missing {missing}")
         self.strides = sorted(strides, reverse=True)  # coarsest first: the order of decoding
-        self.channels_by_stride = {stride: channels[stride] for stride in self.strides}  # of each block's output
         self.ups = nn.ModuleDict()
         in_channels = bottleneck_channels
         for stride in self.strides:

@@ -138,6 +138,5 @@ class MultiTaskModel(nn.Module):
                 outputs[task] = head(features, image)
         for task, head in self.heads.items():
             if _reads_lesions(head):  # lesion-guided pooling: after the segmentation head it reads
-                kwargs = {"decoder_levels": levels} if getattr(head, "needs_decoder_levels", False) else {}
-                outputs[task] = head(features, image, lesion_logits=outputs["segmentation"], **kwargs)
+                outputs[task] = head(features, image, lesion_logits=outputs["segmentation"], decoder_levels=levels)
         return {task: outputs[task] for task in self.heads}
