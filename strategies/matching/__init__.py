@@ -1,7 +1,7 @@
 """Bayesian nonparametric neuron matching (PFNM/FedMA/SPAHM) for the multi-task ViT, framework-agnostic.
 
 Works on state dicts of torch tensors (or numpy arrays) and never imports Flower; a Flower strategy calls
-:func:`match_and_merge`. See ``/work/shared/docs/bnp-matching.md`` for the design and the sources.
+:func:`match_and_merge`. See ``docs/bnp-matching.md`` for the design and the sources.
 
 Typical use::
 
