@@ -17,7 +17,8 @@ message exchange (see README, "Per-round overhead"): ``--images-per-site`` and `
 workload, and the printed ``overhead s`` column (wall time minus critical path) is the fixed cost itself.
 
 Usage: python benchmarks/round_overhead.py [--rounds 4] [--deployment] [--images-per-site 120]
-       [--local-epochs 1] [--skip-simulation] [--trace] [--fused-evaluation] [--json out.json]
+       [--local-epochs 1] [--skip-simulation] [--trace] [--fused-evaluation] [--plain-arrays]
+       [--json out.json]
 Targets (issue): <= 1.15x in simulation, <= 1.5x in the loopback deployment.
 """
 
@@ -82,7 +83,8 @@ def summarise(name: str, rows: list[dict], fused: bool = False) -> dict:
 
 def _overrides(rounds: int, workload: dict[str, int], fused: bool, deployment: bool = False) -> str:
     chosen = [o for o in OVERRIDES if not (deployment and o.startswith("data.synthetic"))]
-    chosen += [f"federated.fused_evaluation={str(fused).lower()}"]
+    chosen += [f"federated.fused_evaluation={str(fused).lower()}",
+               f"federated.pack_arrays={str(workload['pack_arrays']).lower()}"]
     return ";".join(o.format(rounds=rounds, **workload) for o in chosen)
 
 
@@ -150,9 +152,12 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true", help="DEBUG logs in the deployment: print where time goes")
     parser.add_argument("--fused-evaluation", action="store_true",
                         help="federated.fused_evaluation: one message exchange per round (evaluation rides along)")
+    parser.add_argument("--plain-arrays", action="store_true",
+                        help="federated.pack_arrays=false: one Flower object per tensor (the baseline of packing)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    workload = {"images_per_site": args.images_per_site, "local_epochs": args.local_epochs}
+    workload = {"images_per_site": args.images_per_site, "local_epochs": args.local_epochs,
+                "pack_arrays": not args.plain_arrays}
     out = Path(tempfile.mkdtemp(prefix="round-overhead-"))
     results = []
     started = time.monotonic()
@@ -180,7 +185,8 @@ def main() -> None:
             print("\nwhere a message exchange's time goes (SuperNode DEBUG log, rounds >= 2, median over sites):")
             print(format_trace(res["trace"]))
     print(f"\nworkload: {args.images_per_site} images per site, {args.local_epochs} local epoch(s) per round, "
-          f"fused evaluation {'on' if args.fused_evaluation else 'off'}")
+          f"fused evaluation {'on' if args.fused_evaluation else 'off'}, "
+          f"model arrays {'plain' if args.plain_arrays else 'packed'}")
     print(f"\n(total benchmark time {time.monotonic() - started:.0f} s; results in {out})")
     if args.json:
         args.json.write_text(json.dumps(

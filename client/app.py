@@ -22,10 +22,11 @@ from mtmedformer.engine.local import train_locally
 from mtmedformer.engine.loop import evaluate
 from mtmedformer.logs import setup_logging
 from strategies import keys
+from strategies.packing import packing_mod
 
 log = logging.getLogger(__name__)
 setup_logging()
-app = ClientApp()
+app = ClientApp(mods=[packing_mod])  # model arrays travel packed (strategies/packing.py)
 
 
 def _reply(msg: Message, session: SiteSession, metrics: dict[str, float], arrays: ArrayRecord | None) -> Message:

@@ -50,6 +50,7 @@ class InProcessGrid(Grid):
         self.tamper = tamper
         self.dropped = set(dropped)
         self.sent: list[Message] = []
+        self._replies: dict[str, Message] = {}  # message id -> reply not yet pulled
         # Messages created outside a ServerApp process need the identity the SuperLink would set.
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
 
@@ -70,18 +71,12 @@ class InProcessGrid(Grid):
         """Node ids ``1..n``."""
         return sorted(self.contexts)
 
-    def push_messages(self, messages):  # pragma: no cover - the loop uses send_and_receive
-        """Not available in process: use :meth:`send_and_receive`."""
-        raise NotImplementedError("use send_and_receive")
-
-    def pull_messages(self, message_ids):  # pragma: no cover
-        """Not available in process: use :meth:`send_and_receive`."""
-        raise NotImplementedError("use send_and_receive")
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        """Deliver each message to its node's ClientApp in turn and collect the replies."""
-        replies = []
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Deliver each message to its node's ClientApp in turn, keep the replies; return the message ids."""
+        ids = []
         for msg in messages:
+            msg.metadata.__dict__["_message_id"] = msg.object_id  # as Flower's grid does before pushing
+            ids.append(msg.metadata.message_id)
             self.sent.append(msg)
             node = int(msg.metadata.dst_node_id)
             if node in self.dropped:
@@ -92,5 +87,13 @@ class InProcessGrid(Grid):
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
             if self.tamper is not None:
                 reply = self.tamper(node, reply)
-            replies.append(reply)
-        return replies
+            self._replies[msg.metadata.message_id] = reply
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        """The kept replies to ``message_ids`` (each handed out once)."""
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        """Deliver the messages and collect the replies (a dropped node's never comes; no waiting here)."""
+        return self.pull_messages(self.push_messages(messages))

@@ -26,10 +26,12 @@ from flwr.serverapp.strategy import Strategy
 from mtmedformer.config import ExperimentConfig, to_dict
 from mtmedformer.engine.checkpoint import save_checkpoint
 from mtmedformer.engine.loop import primary_score
+from server.exchange import send_and_receive
 from server.results import AGGREGATE, write_results
 from server.state import ServerState, strategy_state
 from strategies import keys
 from strategies.metric_aggregation import aggregate_task_metrics
+from strategies.packing import PackingError, pack_content, unpack_content
 from strategies.validation import check_update, check_weight
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,25 @@ def _site_of(msg: Message, node_sites: dict[int, str]) -> str:
 
 def _metrics(msg: Message) -> dict[str, float]:
     return dict(msg.content[keys.METRICS]) if keys.METRICS in msg.content else {}
+
+
+def _reply_problem(reply: Message, reference: dict[str, np.ndarray] | None) -> str | None:
+    """What makes ``reply`` unusable, or None; a packed reply's arrays are unpacked (in place) first."""
+    if reply.has_error():
+        return f"client failed: {reply.error.reason}"
+    try:
+        unpack_content(reply.content)
+    except PackingError as err:
+        return f"malformed packed arrays: {err}"
+    if keys.METRICS not in reply.content:
+        return "reply has no metric record"
+    problem = check_weight(_metrics(reply), keys.NUM_EXAMPLES)
+    if problem is None and reference is not None:
+        if keys.ARRAYS not in reply.content:
+            return "training reply has no model arrays"
+        update = {k: v.numpy() for k, v in reply.content[keys.ARRAYS].items()}
+        problem = check_update(update, reference)
+    return problem
 
 
 def screen_replies(
@@ -86,18 +107,7 @@ def screen_replies(
             out.failures.append({"site": node_sites.get(node, f"node-{node}"), "node_id": node, "reason": reason})
     for reply in replies:
         site, node = _site_of(reply, node_sites), int(reply.metadata.src_node_id)
-        if reply.has_error():
-            problem = f"client failed: {reply.error.reason}"
-        elif keys.METRICS not in reply.content:
-            problem = "reply has no metric record"
-        else:
-            problem = check_weight(_metrics(reply), keys.NUM_EXAMPLES)
-            if problem is None and reference is not None:
-                if keys.ARRAYS not in reply.content:
-                    problem = "training reply has no model arrays"
-                else:
-                    update = {k: v.numpy() for k, v in reply.content[keys.ARRAYS].items()}
-                    problem = check_update(update, reference)
+        problem = _reply_problem(reply, reference)
         if problem is None:
             out.accepted.append(reply)
         else:
@@ -168,6 +178,16 @@ class RoundLoop:
             }
         )
 
+    def _exchange(self, sent: list[Message]) -> list[Message]:
+        """Send ``sent`` (packed when ``federated.pack_arrays``) and return the replies as they arrived.
+
+        Replies stay packed until :func:`screen_replies` unpacks and checks them.
+        """
+        if self.cfg.federated.pack_arrays:
+            for msg in sent:
+                pack_content(msg.content)
+        return send_and_receive(self.grid, sent, self.cfg.federated.round_timeout_s)
+
     def _record(self, server_round: int, phase: str, site: str, metrics: dict[str, Any]) -> None:
         self.state.history.append({"round": server_round, "phase": phase, "site": site, **metrics})
 
@@ -198,8 +218,8 @@ class RoundLoop:
         resizable = getattr(self.strategy, "growable_axes", dict)()
         extra = {keys.PRIOR_EVAL_SPLIT: prior_split} if prior_split else {}
         sent = list(self.strategy.configure_train(rnd, arrays, self._config(rnd, **extra), self.grid))
-        replies = list(self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s))
         self.bytes_sent += _bytes_of(sent)
+        replies = self._exchange(sent)
         self.bytes_received += _bytes_of(replies)
         screened = screen_replies(sent, replies, self.state.node_sites, reply_reference)
         self._record_replies(rnd, "train", screened)
@@ -235,7 +255,7 @@ class RoundLoop:
         if not sent:
             return {}
         self.bytes_sent += _bytes_of(sent)
-        replies = self.grid.send_and_receive(sent, timeout=self.cfg.federated.round_timeout_s)
+        replies = self._exchange(sent)
         screened = screen_replies(sent, replies, self.state.node_sites, None)
         rows = [(self._site(r), _metrics(r)) for r in screened.accepted]
         return self._record_evaluation(rnd, "val" if split == "val" else split, screened.failures, rows)

@@ -105,6 +105,9 @@ class FederatedConfig:
     # Sites evaluate the received global before training on it: one message exchange per round instead of two
     # (round r's validation metrics arrive with round r + 1's updates; the last round evaluates separately).
     fused_evaluation: bool = False
+    # Send model arrays as one contiguous array per dtype (a few Flower objects instead of one per tensor);
+    # a pure transport setting: the same tensors arrive, and they are screened by name as before.
+    pack_arrays: bool = True
     output_dir: str = "runs/federated"  # results of the run (a sub-folder per run)
     strategy_options: StrategyOptions = field(default_factory=StrategyOptions)
     matching: MatchingOptions = field(default_factory=MatchingOptions)

@@ -36,9 +36,10 @@ def test_fused_steady_state_leaves_out_the_last_round_with_its_separate_evaluati
 
 
 def test_overrides_switch_fused_evaluation_and_drop_synthetic_settings_in_deployment():
-    workload = {"images_per_site": 50, "local_epochs": 2}
+    workload = {"images_per_site": 50, "local_epochs": 2, "pack_arrays": False}
     sim = _overrides(3, workload, fused=True)
     dep = _overrides(3, workload, fused=False, deployment=True)
     assert "federated.fused_evaluation=true" in sim and "data.synthetic.images_per_site=50" in sim
     assert "federated.fused_evaluation=false" in dep and "data.synthetic" not in dep
     assert "federated.rounds=3" in dep and "federated.local_epochs=2" in dep
+    assert "federated.pack_arrays=false" in sim and "federated.pack_arrays=false" in dep

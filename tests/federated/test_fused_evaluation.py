@@ -19,10 +19,10 @@ class CountingGrid(InProcessGrid):
         super().__init__(*args, **kwargs)
         self.exchanges = []
 
-    def send_and_receive(self, messages, *, timeout=None):
+    def push_messages(self, messages):
         messages = list(messages)
         self.exchanges.append(messages[0].metadata.message_type if messages else None)
-        return super().send_and_receive(messages, timeout=timeout)
+        return super().push_messages(messages)
 
 
 def _val_rows(history):

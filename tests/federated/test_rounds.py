@@ -12,6 +12,7 @@ from server.app import run_experiment
 from server.inprocess import InProcessGrid as LocalGrid
 from server.state import ServerState
 from strategies import keys
+from strategies.packing import is_packed, pack_content, unpack_content
 from tests.federated.conftest import settings_for, site_nodes
 
 TIMING = ("time/", "seconds", "train-seconds", "eval-seconds", "wall time")
@@ -75,49 +76,59 @@ def test_resume_refuses_a_different_config(tmp_path, experiment_file):
         run_experiment(LocalGrid(client_app, site_nodes(3)), settings_for(changed, tmp_path, resume=True))
 
 
-def _nan_weights(node, reply):
-    if node != 2 or reply.has_error() or keys.ARRAYS not in reply.content:
+def _tampering(edit):
+    """A tamper hook: site-b's training reply gets ``edit(arrays)`` applied to its named arrays, then is
+    re-packed, as a faulty client would send it (well-formed on the wire, wrong in content)."""
+
+    def tamper(node, reply):
+        if node != 2 or reply.has_error() or keys.ARRAYS not in reply.content:
+            return reply
+        assert is_packed(reply.content)  # the server packs by default, so the client replied packed
+        unpack_content(reply.content)
+        edit(reply.content[keys.ARRAYS])
+        pack_content(reply.content)
         return reply
-    arrays = reply.content[keys.ARRAYS]
+
+    return tamper
+
+
+def _nan_weights(arrays):
     name = next(iter(arrays.keys()))
     bad = arrays[name].numpy().copy()
     bad.flat[0] = np.nan
     arrays[name] = Array(bad)
-    return reply
 
 
-def _missing_key(node, reply):
-    if node != 2 or reply.has_error() or keys.ARRAYS not in reply.content:
-        return reply
-    del reply.content[keys.ARRAYS][next(iter(reply.content[keys.ARRAYS].keys()))]
-    return reply
+def _missing_key(arrays):
+    del arrays[next(iter(arrays.keys()))]
 
 
-def _wrong_shape(node, reply):
-    if node != 2 or reply.has_error() or keys.ARRAYS not in reply.content:
-        return reply
-    arrays = reply.content[keys.ARRAYS]
+def _wrong_shape(arrays):
     name = next(k for k in arrays.keys() if arrays[k].numpy().ndim >= 2 and arrays[k].numpy().shape[0] > 1)
     arrays[name] = Array(arrays[name].numpy()[:1].copy())
-    return reply
 
 
-def _wrong_dtype(node, reply):
-    if node != 2 or reply.has_error() or keys.ARRAYS not in reply.content:
-        return reply
-    arrays = reply.content[keys.ARRAYS]
+def _wrong_dtype(arrays):
     name = next(iter(arrays.keys()))
     arrays[name] = Array(arrays[name].numpy().astype(np.float64))
+
+
+def _truncated_packing(node, reply):
+    if node == 2 and not reply.has_error() and keys.ARRAYS in reply.content:
+        packed = reply.content[keys.ARRAYS]
+        dtype = next(iter(packed.keys()))
+        packed[dtype] = Array(packed[dtype].numpy()[:-1].copy())
     return reply
 
 
 @pytest.mark.parametrize(
     ("tamper", "reason"),
     [
-        (_nan_weights, "NaN/Inf"),
-        (_missing_key, "missing 1 keys"),
-        (_wrong_shape, "has shape"),
-        (_wrong_dtype, "has dtype float64"),
+        (_tampering(_nan_weights), "NaN/Inf"),
+        (_tampering(_missing_key), "missing 1 keys"),
+        (_tampering(_wrong_shape), "has shape"),
+        (_tampering(_wrong_dtype), "has dtype float64"),
+        (_truncated_packing, "malformed packed arrays"),
     ],
 )
 def test_malformed_update_is_rejected_and_the_round_completes(tmp_path, experiment_file, tamper, reason):
@@ -140,7 +151,8 @@ def test_client_exception_and_dropout_are_recorded_and_the_round_completes(tmp_p
     grid = LocalGrid(client_app, site_nodes(3), run_config={FAULT_PARTITION: 0, FAULT_ROUND: 1}, dropped=[3])
     # Execute: with 3 sites and min_train_nodes=1 the round still aggregates one update
     experiment = experiment_file(
-        federated={"rounds": 1, "min_train_nodes": 1, "min_evaluate_nodes": 1, "min_available_nodes": 2}
+        federated={"rounds": 1, "min_train_nodes": 1, "min_evaluate_nodes": 1, "min_available_nodes": 2,
+                   "round_timeout_s": 0.5}  # the server waits this long for node 3
     )
     run_experiment(grid, settings_for(experiment, tmp_path))
     # Assert
@@ -156,7 +168,7 @@ def test_client_exception_and_dropout_are_recorded_and_the_round_completes(tmp_p
 def test_too_few_usable_updates_keep_the_global_model(tmp_path, experiment_file):
     # Prepare: two of three sites fail, min_train_nodes=2
     grid = LocalGrid(client_app, site_nodes(3), dropped=[2, 3])
-    experiment = experiment_file(federated={"rounds": 1, "min_evaluate_nodes": 1})
+    experiment = experiment_file(federated={"rounds": 1, "min_evaluate_nodes": 1, "round_timeout_s": 0.5})
     # Execute
     run_experiment(grid, settings_for(experiment, tmp_path))
     # Assert
