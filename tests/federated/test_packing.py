@@ -143,3 +143,14 @@ def test_packed_and_plain_transport_give_identical_federated_runs(tmp_path, expe
     plain_bytes = [r["bytes/sent"] for r in a.history if r["phase"] == "round"]
     packed_bytes = [r["bytes/sent"] for r in b.history if r["phase"] == "round"]
     assert plain_bytes == packed_bytes  # counted as model bytes, whatever the packing
+
+
+def test_fortran_ordered_arrays_pack_like_any_other():
+    # Prepare: np.save writes a Fortran-ordered array column-major; Flower keeps that serialization
+    fortran = np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+    record = ArrayRecord({"f": Array(fortran), "c": Array(np.ones((2, 2), dtype=np.float32))})
+    # Execute
+    restored = unpack_arrays(*pack_arrays(record))
+    # Assert
+    np.testing.assert_array_equal(restored["f"].numpy(), fortran)
+    np.testing.assert_array_equal(restored["c"].numpy(), np.ones((2, 2), dtype=np.float32))
