@@ -38,7 +38,8 @@ COLUMNS = {
 def variants(base_overrides: list[str]) -> dict[str, list[str]]:
     """The compared models as config overrides."""
     out = {"mtmedformer": []}
-    out.update({f"vit-{t}": [f"model.tasks=[{t}]"] for t in TASKS})
+    # a single task has nothing to share: no lesion descriptors (they need the segmentation head)
+    out.update({f"vit-{t}": [f"model.tasks=[{t}]", "model.cls_descriptors=false"] for t in TASKS})
     out["cnn-multitask"] = ["model.arch=cnn"]
     return {name: base_overrides + extra for name, extra in out.items()}
 

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from mtmedformer.data.batch import Batch
 from mtmedformer.engine.device import map_tensors, module_device
+from mtmedformer.engine.probe import ProbeFitter
 from mtmedformer.metrics import MultiTaskEvaluator
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class EpochResult:
         Wall time of the pass.
     budget_reached
         True when the pass stopped early because the time budget ran out.
+    probe_loss
+        Training cross-entropy (nats) of the classifier's descriptor probe refitted after the pass, or None when
+        the model has none or it was not refitted (see :mod:`mtmedformer.engine.probe`).
     """
 
     loss: float
@@ -56,6 +60,7 @@ class EpochResult:
     num_steps: int = 0
     seconds: float = 0.0
     budget_reached: bool = False
+    probe_loss: float | None = None
 
 
 def _grad_is_finite(params: Iterable[nn.Parameter]) -> bool:
@@ -147,39 +152,48 @@ def train_epoch(
     result_budget = False
     device = module_device(model)
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
-    for batch in bar:
-        if (deadline is not None and time.monotonic() >= deadline) or (max_steps is not None and steps >= max_steps):
-            result_budget = deadline is not None and time.monotonic() >= deadline
-            break
-        batch = batch.to(device)
-        with autocast_context(precision, batch.image.device):
-            outputs = model(batch.image)
-        out = loss_fn(as_float32(outputs), batch)
-        if not torch.isfinite(out.total):
-            raise FloatingPointError(
-                f"training loss became {out.total.item()} at step {steps} (per task: "
-                f"{ {k: float(v) for k, v in out.per_task.items()} }); lower train.lr or check the data"
-            )
-        loss = out.total + extra_loss() if extra_loss is not None else out.total
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        if not _grad_is_finite(params):
-            log.warning("non-finite gradient at step %d: step skipped", steps)
-            continue
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        steps += 1
-        examples += len(batch)
-        total += float(out.total.detach())
-        for task, value in out.per_task.items():
-            n = int(out.counts.get(task, 0))
-            if n:
-                task_sum[task] = task_sum.get(task, 0.0) + float(value) * n
-                task_n[task] = task_n.get(task, 0) + n
-        bar.set_postfix(loss=f"{total / steps:.4f}")
+    probe = ProbeFitter.for_model(model)  # a descriptor probe is refitted on this pass (engine/probe.py)
+    try:
+        for batch in bar:
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            if out_of_time or (max_steps is not None and steps >= max_steps):
+                result_budget = out_of_time
+                break
+            batch = batch.to(device)
+            with autocast_context(precision, batch.image.device):
+                outputs = model(batch.image)
+            if probe is not None:
+                probe.observe(batch)
+            out = loss_fn(as_float32(outputs), batch)
+            if not torch.isfinite(out.total):
+                raise FloatingPointError(
+                    f"training loss became {out.total.item()} at step {steps} (per task: "
+                    f"{ {k: float(v) for k, v in out.per_task.items()} }); lower train.lr or check the data"
+                )
+            loss = out.total + extra_loss() if extra_loss is not None else out.total
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            if not _grad_is_finite(params):
+                log.warning("non-finite gradient at step %d: step skipped", steps)
+                continue
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            steps += 1
+            examples += len(batch)
+            total += float(out.total.detach())
+            for task, value in out.per_task.items():
+                n = int(out.counts.get(task, 0))
+                if n:
+                    task_sum[task] = task_sum.get(task, 0.0) + float(value) * n
+                    task_n[task] = task_n.get(task, 0) + n
+            bar.set_postfix(loss=f"{total / steps:.4f}")
+    finally:
+        if probe is not None:
+            probe.close()
+    probe_loss = probe.fit() if probe is not None else None
     return EpochResult(
         loss=total / max(steps, 1),
         task_losses={t: task_sum[t] / task_n[t] for t in task_sum},
@@ -188,6 +202,7 @@ def train_epoch(
         num_steps=steps,
         seconds=time.monotonic() - start,
         budget_reached=result_budget,
+        probe_loss=probe_loss,
     )
 
 

@@ -154,6 +154,8 @@ def fit(
             "time/elapsed_s": time.monotonic() - start,
             "train/images_per_s": result.num_examples / max(result.seconds, 1e-9),
         }
+        if result.probe_loss is not None:  # the descriptor probe's fit after this epoch
+            row["train/classification/probe_loss"] = result.probe_loss
         last = epoch == cfg.train.epochs or result.budget_reached
         metrics: dict[str, Any] = {}
         if val_loader is not None and (epoch % cfg.train.eval_every == 0 or last):

@@ -87,6 +87,7 @@ def build_spec(model: nn.Module) -> PermutationSpec:
             if isinstance(head, ClassificationHead):
                 linear(b, f"{prefix}.fc", None, classifier_input(b, prefix, head, res, seg_levels),
                        bias=head.fc.bias is not None)
+                descriptor_probe(b, prefix, head)
             elif isinstance(head, SegmentationHead):
                 seg_levels = dense_decoder(b, prefix, head.pyramid, head.decoder, res)
                 out_block(b, f"{prefix}.out", head.out, seg_levels[min(seg_levels)])
@@ -163,9 +164,15 @@ def classifier_input(
         raise MatchingError(f"'{prefix}': a decoder-reading classifier needs a DecoderLesionPool and segmentation")
     else:
         parts = [(seg_levels[s], _axis_size(b, seg_levels[s])) for s in head.pool.strides]
-    if head.descriptors is not None:  # lesion descriptors follow the pooled features, never permuted
-        parts.append((None, head.descriptors.size))
     return parts[0][0] if len(parts) == 1 else concat(b, *parts)
+
+
+def descriptor_probe(b: SpecBuilder, prefix: str, head: ClassificationHead) -> None:
+    """The descriptor probe's buffers: descriptor and class axes, neither permuted (averaged as they are)."""
+    if head.probe is not None:
+        for name in ("mean", "std", "bias"):
+            b.add(f"{prefix}.probe.{name}", None)
+        b.add(f"{prefix}.probe.weight", None, None)
 
 
 def dense_decoder(

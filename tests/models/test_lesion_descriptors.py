@@ -9,6 +9,7 @@ from mtmedformer.config.model import ModelConfig
 from mtmedformer.errors import ConfigError
 from mtmedformer.models import build_model
 from mtmedformer.models.classification import LesionDescriptors
+from mtmedformer.models.multitask import standardize_per_image
 from strategies.matching import build_spec
 
 SIZE = 96
@@ -86,19 +87,27 @@ def test_no_predicted_lesion_gives_finite_bounded_values_and_no_gradient_flows()
 
 
 @pytest.mark.parametrize("pool", ["cls", "decoder"])
-def test_classifier_reads_the_pooled_features_and_six_descriptors(pool):
+def test_descriptors_feed_a_probe_whose_logits_add_to_the_linear_layers(pool):
     # Prepare
     cfg = ModelConfig(patch_size=8, depth=1, seg_feature_size=4, cls_pool=pool, cls_descriptors=True)
-    model = build_model(cfg, image_size=32, num_classes=2)
+    model = build_model(cfg, image_size=32, num_classes=2).eval()
+    head = model.heads["classification"]
     pooled = 192 if pool == "cls" else 4 * (1 + 2 + 4)
-    # Execute
-    logits = model(torch.rand(2, 1, 32, 32))["classification"]
+    image = torch.rand(2, 1, 32, 32)
+    before = model(image)["classification"]
+    # Execute: a fitted probe (here: set by hand) shifts the logits by exactly its own output
+    head.probe.weight.copy_(torch.tensor([[1.0, 0, 0, 0, 0, 0], [-1.0, 0, 0, 0, 0, 0]]))
+    head.probe.bias.copy_(torch.tensor([0.5, -0.5]))
+    after = model(image)["classification"]
+    seen = standardize_per_image(image) if cfg.input_norm == "image" else image  # what the heads get
+    descriptors = head.descriptors(seen, model(image)["segmentation"])
     spec = build_spec(model)
-    # Assert: the descriptor columns are last and never permuted by neuron matching
-    assert logits.shape == (2, 2)
-    assert model.heads["classification"].fc.in_features == pooled + 6
-    assert spec.axes["heads.classification.fc.weight"][1][-1].group is None
-    assert spec.axes["heads.classification.fc.weight"][1][-1].units == 6
+    # Assert
+    assert head.fc.in_features == pooled  # the descriptors are not concatenated into the learned layer
+    torch.testing.assert_close(after - before, head.probe(descriptors))
+    assert spec.axes["heads.classification.probe.weight"] == (None, None)
+    assert "heads.classification.probe.mean" in model.state_dict()  # buffers: saved, sent and averaged
+    assert not any(name.startswith("heads.classification.probe") for name, _ in model.named_parameters())
 
 
 def test_descriptors_without_segmentation_are_rejected_with_the_fix():
