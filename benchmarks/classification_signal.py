@@ -14,7 +14,10 @@ Two measurements on the synthetic set of ``--config`` (default: configs/centrali
 
 With ``--checkpoint <pt>`` measurement 1 uses the lesions that checkpoint's model *predicts* (largest
 component of probability > 0.5, on the images as the model sees them) and also scores the model's own
-``LesionDescriptors`` the same way: how much of the signal survives an imperfect segmentation.
+``LesionDescriptors`` the same way: how much of the signal survives an imperfect segmentation. It also
+scores a regression fitted on the ground-truth lesions' descriptors against the predicted ones (does a fit
+on true outlines transfer?), and the checkpoint's own classifier and its linear layer alone (without the
+descriptor probe).
 
 Usage: python benchmarks/classification_signal.py [--config ...] [--set key=value ...] [--fit] [--checkpoint pt]
 """
@@ -66,23 +69,28 @@ def _auc(score: torch.Tensor, target: torch.Tensor) -> float:
     return float(compute_roc_auc(score.float(), target.float()))
 
 
-def _logistic_auc(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor) -> float:
-    """Fit an L2-regularised logistic regression on the train rows of standardized ``x``; test AUC."""
-    x = (x - x[train].mean(0)) / x[train].std(0).clamp_min(1e-6)
+def _logistic(x: torch.Tensor, y: torch.Tensor):
+    """Fit an L2-regularised logistic regression on standardized ``x``; return its scoring function."""
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     weight = torch.zeros(x.shape[1], requires_grad=True)
     bias = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias])
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x[train] @ weight + bias, y[train])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits((x - mean) / std @ weight + bias, y)
         loss = loss + 1e-3 * weight.pow(2).sum()
         loss.backward()
         return loss
 
     for _ in range(20):
         optimizer.step(closure)
-    return _auc((x[~train] @ weight + bias).detach(), y[~train])
+    return lambda z: ((z - mean) / std @ weight + bias).detach()
+
+
+def _logistic_auc(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor) -> float:
+    """Fit a logistic regression on the train rows of ``x``; its test AUC."""
+    return _auc(_logistic(x[train], y[train])(x[~train]), y[~train])
 
 
 def _predicted_lesion(probability: np.ndarray) -> np.ndarray:
@@ -99,10 +107,14 @@ def signal(cfg, model: torch.nn.Module | None = None) -> None:
     """Print per-feature test AUCs and a logistic regression's test AUC (see module docstring).
 
     With ``model`` (a trained MTMedFormer) the lesion is the model's predicted one instead of the ground truth,
-    and the model's own :class:`~mtmedformer.models.classification.LesionDescriptors` are scored too.
+    and the model's own :class:`~mtmedformer.models.classification.LesionDescriptors` are scored too, as is a
+    fit on the ground-truth lesions' descriptors applied to the predicted ones, and the model's classifier.
     """
-    rows, descriptors, labels, splits = [], [], [], []
+    rows, descriptors, gt_descriptors, margins, fc_margins, labels, splits = [], [], [], [], [], [], []
     sets = make_datasets(cfg.data, load_records(cfg.data), seed=cfg.train.seed)
+    head = model.heads["classification"] if model is not None and "classification" in model.heads else None
+    fc_out: list[torch.Tensor] = []
+    hook = head.fc.register_forward_hook(lambda m, a, out: fc_out.append(out)) if head is not None else None
     for split in ("train", "test"):
         dataset = sets[split]
         for index, rec in enumerate(dataset.records):
@@ -115,13 +127,22 @@ def signal(cfg, model: torch.nn.Module | None = None) -> None:
                 for path in rec.masks:
                     mask |= read_mask(path, image.shape)
             else:  # the image as the model sees it (resized), the lesion it predicts
-                tensor = dataset[index]["image"][None]
+                item = dataset[index]
+                tensor = item["image"][None]
                 with torch.no_grad():
-                    logits = model(tensor)["segmentation"]
+                    fc_out.clear()
+                    outputs = model(tensor)
+                    logits = outputs["segmentation"]
                     if model.config.input_norm == "image":
                         tensor = standardize_per_image(tensor)
                     described = LesionDescriptors()(tensor, logits)[0].tolist()
-                image = dataset[index]["image"][0].numpy()
+                    # the same descriptors of the ground-truth lesion (a mask as confident logits)
+                    gt_logits = (item["mask"][None].float() * 2 - 1) * 20
+                    gt_described = LesionDescriptors()(tensor, gt_logits)[0].tolist()
+                if head is not None:  # logit margins (malignant - benign) of the whole classifier and of its fc
+                    margin = float(outputs["classification"][0, 1] - outputs["classification"][0, 0])
+                    fc_margin = float(fc_out[-1][0, 1] - fc_out[-1][0, 0])
+                image = item["image"][0].numpy()
                 mask = _predicted_lesion(torch.sigmoid(logits)[0, 0].numpy())
             image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
             if mask.sum() < 3:
@@ -131,6 +152,10 @@ def signal(cfg, model: torch.nn.Module | None = None) -> None:
             splits.append(split)
             if described is not None:
                 descriptors.append(described)
+                gt_descriptors.append(gt_described)
+            if head is not None:
+                margins.append(margin)
+                fc_margins.append(fc_margin)
     x = torch.tensor(rows, dtype=torch.float32)
     y = torch.tensor(labels, dtype=torch.float32)
     train = torch.tensor([s == "train" for s in splits])
@@ -140,9 +165,18 @@ def signal(cfg, model: torch.nn.Module | None = None) -> None:
     for i, name in enumerate(FEATURES):
         print(f"  test AUC of {name:>18}: {_auc(x[~train, i], y[~train]):.3f}")
     print(f"logistic regression on all features (fit on train, {source}): test AUC {_logistic_auc(x, y, train):.3f}")
+    if hook is not None:
+        hook.remove()
     if model is not None:
         d = torch.tensor(descriptors, dtype=torch.float32)
+        g = torch.tensor(gt_descriptors, dtype=torch.float32)
         print(f"logistic regression on the model's LesionDescriptors: test AUC {_logistic_auc(d, y, train):.3f}")
+        transfer = _auc(_logistic(g[train], y[train])(d[~train]), y[~train])
+        print(f"  fitted on the ground-truth lesions' descriptors, tested on the predicted ones: {transfer:.3f}")
+    if margins:
+        m, f = torch.tensor(margins), torch.tensor(fc_margins)
+        print(f"the checkpoint's classifier: test AUC {_auc(m[~train], y[~train]):.3f}; its linear layer alone "
+              f"{_auc(f[~train], y[~train]):.3f} (logit-margin std {float(f[~train].std()):.3f})")
 
 
 def fit_probe(cfg, name: str, extra: list[str], config_path: str, overrides: list[str], images: int,

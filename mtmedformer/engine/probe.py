@@ -82,8 +82,7 @@ class ProbeFitter:
         if int(counts.min()) < MIN_SAMPLES_PER_CLASS:
             log.debug("descriptor probe not refitted: labelled images per class %s", counts.tolist())
             return None
-        loss = self.head.probe.fit(descriptors.to(self.head.probe.weight.device),
-                                   labels.to(self.head.probe.weight.device),
-                                   logits.to(self.head.probe.weight.device))
+        device = self.head.probe.weight.device
+        loss = self.head.probe.fit(descriptors.to(device), labels.to(device), logits.to(device))
         log.debug("descriptor probe refitted on %d images: cross-entropy %.3f", len(labels), loss)
         return loss

@@ -59,6 +59,7 @@ def test_signal_from_a_models_predicted_lesions(tiny_yaml, capsys):
     out = capsys.readouterr().out
     assert "lesions from the model's predicted masks" in out
     assert "logistic regression on the model's LesionDescriptors" in out
+    assert "fitted on the ground-truth lesions' descriptors" in out and "its linear layer alone" in out
 
 
 def test_predicted_lesion_is_the_largest_component():
