@@ -30,15 +30,14 @@ import torch
 from benchmarks.fl_comparison.common import (
     NUM_SITES,
     CostModel,
-    announce_estimate,
     base_experiment,
+    begin_part,
     build_config,
     common_parser,
     evaluate_state,
     headline,
     json_safe,
     log,
-    machine_info,
     measure_cost,
     pooled_splits,
     site_splits,
@@ -203,17 +202,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     site_tests = {s.name: s.test for s in site_splits(cfg, NUM_SITES)}
     cost = measure_cost(cfg, pooled["train"])
     estimate = plan_seconds(cost, args, pooled)
-    announce_estimate(
+    results = begin_part(
         "bounds",
         estimate,
         f"centralized {args.central_epochs} epochs + local-only on {len(args.partitions)} partitions, "
         f"{args.epochs} epochs each, {cost.train_s_per_image * 1000:.0f} ms per training image",
-    )
-    if args.estimate_only:
-        return {"estimate_s": estimate}
-    began = time.monotonic()
-    results: dict[str, Any] = {
-        "settings": {
+        args,
+        {
             "epochs_local": args.epochs,
             "epochs_centralized": args.central_epochs,
             "minutes_local": args.minutes,
@@ -223,9 +218,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "quick": args.quick,
             "base_config": base,
         },
-        "machine": machine_info(),
-        "pooled": {k: len(v) for k, v in pooled.items()},
-    }
+        pooled={k: len(v) for k, v in pooled.items()},
+    )
+    if results is None:
+        return {"estimate_s": estimate}
+    began = time.monotonic()
     results["centralized"] = centralized(base, args, out, pooled, site_tests)
     results["local"] = {}
     write_json(out / RESULTS_FILE, results)

@@ -343,3 +343,32 @@ def start(args: argparse.Namespace) -> Path:
 def announce_estimate(part: str, seconds: float, detail: str) -> None:
     """Print the time estimate of a part before it starts (stdout, so it shows in any log capture)."""
     print(f"[{part}] estimated wall time: {seconds / 60:.1f} min ({detail})", flush=True)
+
+
+def begin_part(
+    part: str, estimate_s: float, detail: str, args: argparse.Namespace, settings: Mapping[str, Any], **extra: Any
+) -> dict[str, Any] | None:
+    """Announce a part's time estimate, then start its results record, or stop there with ``--estimate-only``.
+
+    Parameters
+    ----------
+    part
+        The part's name, as printed and as its results file is named.
+    estimate_s, detail
+        The estimated wall time, seconds, and what it covers (see :func:`announce_estimate`).
+    args
+        The part's parsed arguments (``estimate_only`` is read).
+    settings
+        The part's settings, stored first in the record.
+    **extra
+        Further top-level entries of the record, after ``settings`` and ``machine``.
+
+    Returns
+    -------
+    dict or None
+        ``{"settings": ..., "machine": machine_info(), **extra}``, or None when only the estimate was asked for.
+    """
+    announce_estimate(part, estimate_s, detail)
+    if args.estimate_only:
+        return None
+    return {"settings": dict(settings), "machine": machine_info(), **extra}

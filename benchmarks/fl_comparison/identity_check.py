@@ -28,12 +28,11 @@ import torch
 
 from benchmarks.fl_comparison.common import (
     NUM_SITES,
-    announce_estimate,
     base_experiment,
+    begin_part,
     build_config,
     common_parser,
     log,
-    machine_info,
     measure_cost,
     site_splits,
     start,
@@ -115,13 +114,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cost = measure_cost(cfg, sites[0].train)
     images = train_images_per_round([len(s.train) for s in sites], cfg.train.batch_size, 1, steps)
     estimate = cost.seconds(2 * images, 0)
-    announce_estimate("identity_check", estimate, "2 rounds of one local epoch at 3 clients, plus 2 matchings")
-    if args.estimate_only:
+    results = begin_part(
+        "identity_check",
+        estimate,
+        "2 rounds of one local epoch at 3 clients, plus 2 matchings",
+        args,
+        {"alpha": args.alpha, "local_steps": steps, "quick": args.quick},
+    )
+    if results is None:
         return {"estimate_s": estimate}
-    results: dict[str, Any] = {
-        "settings": {"alpha": args.alpha, "local_steps": steps, "quick": args.quick},
-        "machine": machine_info(),
-    }
     began = time.monotonic()
     init = initial_state(cfg).global_state
     round1 = local_round(cfg, sites, init, steps, 1)

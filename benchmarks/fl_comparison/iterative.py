@@ -29,8 +29,8 @@ import yaml
 from benchmarks.fl_comparison.common import (
     NUM_SITES,
     CostModel,
-    announce_estimate,
     base_experiment,
+    begin_part,
     build_config,
     common_parser,
     headline,
@@ -195,17 +195,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cost = measure_cost(first, pooled["train"])
     runs = [(a, e, s) for a in args.alphas for e in args.epochs for s in args.strategies]
     estimate = plan_seconds(cost, args, partitions, len(pooled.get("test", ())))
-    announce_estimate(
+    results = begin_part(
         "iterative",
         estimate,
         f"{len(runs)} runs x {args.rounds} rounds, local steps <= {args.local_steps}, "
         f"{cost.train_s_per_image * 1000:.0f} ms per training image; matching time not included",
-    )
-    if args.estimate_only:
-        return {"estimate_s": estimate}
-    began = time.monotonic()
-    results: dict[str, Any] = {
-        "settings": {
+        args,
+        {
             "alphas": args.alphas,
             "local_epochs": args.epochs,
             "strategies": args.strategies,
@@ -216,11 +212,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "quick": args.quick,
             "base_config": base,
         },
-        "machine": machine_info(),
-        "partitions": {f"{a:g}": p for a, p in partitions.items()},
-        "pooled": {k: len(v) for k, v in pooled.items()},
-        "runs": {},
-    }
+        partitions={f"{a:g}": p for a, p in partitions.items()},
+        pooled={k: len(v) for k, v in pooled.items()},
+        runs={},
+    )
+    if results is None:
+        return {"estimate_s": estimate}
+    began = time.monotonic()
     for alpha, epochs, strategy in runs:
         name = run_name(alpha, epochs, strategy)
         log.info("iterative: run %s (%d of %d)", name, len(results["runs"]) + 1, len(runs))

@@ -31,14 +31,13 @@ import torch
 from benchmarks.fl_comparison.common import (
     NUM_SITES,
     CostModel,
-    announce_estimate,
     base_experiment,
+    begin_part,
     build_config,
     common_parser,
     evaluate_state,
     headline,
     log,
-    machine_info,
     measure_cost,
     moved_by_kind,
     pooled_splits,
@@ -161,22 +160,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pooled = pooled_splits(cfg)
     cost = measure_cost(cfg, sites[0].train)
     estimate = plan_seconds(cost, sites, pooled, epochs, len(args.variants))
-    announce_estimate(
+    results = begin_part(
         "one_shot",
         estimate,
         f"{len(args.variants)} variants x {NUM_SITES} sites x {epochs} epochs, "
         f"{cost.train_s_per_image * 1000:.0f} ms per training image",
+        args,
+        {"epochs": epochs, "variants": list(args.variants), "quick": args.quick, "config": to_dict(cfg)},
+        sites={s.name: {k: len(getattr(s, k) or ()) for k in ("train", "val", "test")} for s in sites},
+        pooled={k: len(v) for k, v in pooled.items()},
+        variants={},
     )
-    if args.estimate_only:
+    if results is None:
         return {"estimate_s": estimate}
     began = time.monotonic()
-    results: dict[str, Any] = {
-        "settings": {"epochs": epochs, "variants": list(args.variants), "quick": args.quick, "config": to_dict(cfg)},
-        "machine": machine_info(),
-        "sites": {s.name: {k: len(getattr(s, k) or ()) for k in ("train", "val", "test")} for s in sites},
-        "pooled": {k: len(v) for k, v in pooled.items()},
-        "variants": {},
-    }
     for variant in args.variants:
         results["variants"][variant] = run_variant(cfg, variant, sites, pooled, epochs)
         results["seconds"] = time.monotonic() - began
