@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from benchmarks.doc_blocks import fmt, table, update_doc
 from benchmarks.fl_comparison import __main__ as run_all
 from benchmarks.fl_comparison.bounds import parse_partition
 from benchmarks.fl_comparison.common import (
@@ -17,12 +18,11 @@ from benchmarks.fl_comparison.common import (
     train_images_per_round,
     weighted_average,
 )
-from benchmarks.fl_comparison.report import fmt, table, update_doc
 from mtmedformer.errors import ConfigError
 
 GENERATED = ("conditions", "one_shot", "iterative", "moved", "bounds", "identity_check")
 DOC = "# Results\n\nkept text\n\n" + "".join(
-    f"<!-- BEGIN GENERATED: {name} -->\nold\n<!-- END GENERATED: {name} -->\n\n" for name in GENERATED
+    f"<!-- BEGIN generated:{name} -->\nold\n<!-- END generated:{name} -->\n\n" for name in GENERATED
 )
 
 
@@ -162,7 +162,7 @@ def test_report_fills_every_generated_block_of_the_doc(quick_run):
     assert "kept text" in text
     assert "\nold\n" not in text
     for name in GENERATED:
-        block = text.split(f"<!-- BEGIN GENERATED: {name} -->")[1].split(f"<!-- END GENERATED: {name} -->")[0]
+        block = text.split(f"<!-- BEGIN generated:{name} -->")[1].split(f"<!-- END generated:{name} -->")[0]
         assert "|---|" in block, name
 
 
@@ -261,8 +261,8 @@ def test_update_doc_replaces_only_named_blocks(tmp_path):
     # Prepare
     doc = tmp_path / "doc.md"
     doc.write_text(
-        "a\n<!-- BEGIN GENERATED: x -->\nold\n<!-- END GENERATED: x -->\n"
-        "<!-- BEGIN GENERATED: y -->\nkeep\n<!-- END GENERATED: y -->\n"
+        "a\n<!-- BEGIN generated:x -->\nold\n<!-- END generated:x -->\n"
+        "<!-- BEGIN generated:y -->\nkeep\n<!-- END generated:y -->\n"
     )
     # Execute
     replaced = update_doc(doc, {"x": table(["h"], [[fmt(0.12345)], [fmt(None)]])})
