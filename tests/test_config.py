@@ -1,6 +1,8 @@
 from dataclasses import FrozenInstanceError
+from pathlib import Path
 
 import pytest
+import yaml
 
 from mtmedformer.config import config_from_dict, load_config, to_dict
 from mtmedformer.config.loader import parse_overrides
@@ -71,3 +73,41 @@ def test_missing_and_invalid_yaml_files(tmp_path):
     scalar.write_text("3\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(scalar)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("model:\n  stem: conv\n", "model.stem: unknown key in 'model'."),
+        ("model:\n  stem: patch\n", "model.stem: unknown key in 'model'."),
+        ("train:\n  classifier_lr_scale: 10.0\n", "train.classifier_lr_scale: unknown key in 'train'."),
+        ("model:\n  cls_pool: lesion\n", "model.cls_pool: 'lesion' is not one of ['cls', 'mean']"),
+        ("model:\n  cls_pool: decoder\n", "model.cls_pool: 'decoder' is not one of ['cls', 'mean']"),
+    ],
+)
+def test_a_config_file_setting_a_removed_option_gets_the_loaders_error(tmp_path, yaml_text, expected):
+    # Prepare
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml_text)
+    # Execute / Assert
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(expected)
+
+
+def _leaves(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_set_only_existing_keys_and_every_value_they_set_is_applied(path):
+    # Prepare
+    written = dict(_leaves(yaml.safe_load(path.read_text())))
+    # Execute
+    resolved = dict(_leaves(to_dict(load_config(path))))
+    # Assert (lists come back as lists, tuples of the config included)
+    assert written and {key: resolved[key] for key in written} == written

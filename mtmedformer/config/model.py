@@ -13,17 +13,19 @@ from typing import Literal
 
 from mtmedformer import TASKS
 from mtmedformer.config.loader import FieldError, suggest
+from mtmedformer.config.tasks import check_tasks
 
 Arch = Literal["vit", "cnn"]
 Preset = Literal["tiny", "small", "base"]
-ClsPool = Literal["cls", "mean", "lesion", "decoder"]
+ClsPool = Literal["cls", "mean"]
 DecoderNorm = Literal["instance", "batch"]
 InputNorm = Literal["image", "none"]
-Stem = Literal["patch", "conv"]
 
 ARCHS: tuple[str, ...] = ("vit", "cnn")
 PRESET_NAMES: tuple[str, ...] = ("tiny", "small", "base")
 
+CNN_OUTPUT_STRIDE = 32  # ResNet-18's coarsest map: the CNN baseline's image side must be a multiple
+CNN_MIN_IMAGE_SIZE = 64  # at 32 px the stride-32 map is 1x1 and BatchNorm fails on a batch of 1
 CNN_MAX_DETECTION_STRIDE = 16  # ResNet-18 skips exist at strides 2..16 (32 is its bottleneck)
 MAX_PATCH_SIZE = 32  # the UNETR decoder upsamples by 2 per level; 32 = 5 levels, beyond that tokens are too coarse
 
@@ -94,23 +96,23 @@ class ModelConfig:
 
     ``arch: vit`` is MTMedFormer (ViT encoder, UNETR segmentation decoder, FCOS-style detection head, token
     classifier); ``arch: cnn`` is the convolutional multi-task baseline (ResNet-18 encoder, U-Net decoder, the
-    same detection head, pooled classifier). The ViT fields (``preset``, ``patch_size``, ``stem``, ``depth``,
-    ``mlp_ratio``, ``qkv_bias``, ``attn_dropout``, ``cls_pool``) are ignored by ``cnn``.
+    same detection head, pooled classifier). The ViT fields (``preset``, ``patch_size``, ``depth``, ``mlp_ratio``,
+    ``qkv_bias``, ``attn_dropout``, ``cls_pool``) are ignored by ``cnn``.
     """
 
     arch: Arch = "vit"  # vit = MTMedFormer, cnn = ResNet-18 multi-task baseline
     preset: Preset = "tiny"  # ViT width: tiny 192 dims / 3 heads, small 384 / 6, base 768 / 12 (depth 12)
     patch_size: int = 16  # ViT patch side in pixels (power of 2, 4..32); image_size must be a multiple
-    stem: Stem = "patch"  # patch = one p x p convolution (ViT); conv = log2(p) stride-2 3x3 convolutions (Xiao 2021)
     depth: int | None = None  # number of transformer blocks; None = the preset's depth (12)
     mlp_ratio: float = 4.0  # MLP hidden width / embedding width
     qkv_bias: bool = True  # bias on the fused q/k/v projection (as in ViT/DeiT)
     dropout: float = 0.0  # dropout on position-embedded tokens, attention output, MLP and classifier input
     attn_dropout: float = 0.0  # dropout on attention weights (training only)
     tasks: tuple[str, ...] = TASKS  # enabled task heads, a subset of mtmedformer.TASKS
-    cls_pool: ClsPool = "cls"  # classification reads the class token, the mean of the features, or their mean
-    # weighted by the predicted lesion probability (lesion; needs segmentation); the CNN's cls is its mean pool
-    cls_descriptors: bool = False  # also feed the classifier 6 shape/margin descriptors of the predicted lesion
+    cls_pool: ClsPool = "cls"  # classification reads the class token or the patch-token mean; the CNN always
+    # averages its coarsest map
+    cls_descriptors: bool = False  # add a probe on 6 shape/margin descriptors of the predicted lesion (needs
+    # segmentation; mtmedformer/models/descriptors.py)
     seg_feature_size: int = 16  # UNETR decoder width unit: the stride-s map has seg_feature_size * s channels
     decoder_norm: DecoderNorm = "instance"  # norm in decoders; instance keeps no site-dependent running stats
     input_norm: InputNorm = "image"  # image = zero mean, unit variance per image before the encoder; none = as loaded
@@ -119,10 +121,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _one_of("arch", self.arch, ARCHS)
         _one_of("preset", self.preset, PRESET_NAMES)
-        _one_of("cls_pool", self.cls_pool, ("cls", "mean", "lesion", "decoder"))
+        _one_of("cls_pool", self.cls_pool, ("cls", "mean"))
         _one_of("decoder_norm", self.decoder_norm, ("instance", "batch"))
         _one_of("input_norm", self.input_norm, ("image", "none"))
-        _one_of("stem", self.stem, ("patch", "conv"))
         if not _is_power_of_two(self.patch_size) or not 4 <= self.patch_size <= MAX_PATCH_SIZE:
             raise FieldError(
                 "patch_size",
@@ -134,18 +135,8 @@ class ModelConfig:
             raise FieldError("mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
         _in_unit_interval("dropout", self.dropout)
         _in_unit_interval("attn_dropout", self.attn_dropout)
-        # Imported here: schema.py imports this module to hold a ModelConfig section (import cycle otherwise).
-        from mtmedformer.config.schema import check_tasks
-
         check_tasks("tasks", tuple(self.tasks))
         object.__setattr__(self, "tasks", tuple(self.tasks))  # a list given in Python code would be unhashable
-        reads_lesion = self.cls_pool in ("lesion", "decoder")
-        if reads_lesion and "classification" in self.tasks and "segmentation" not in self.tasks:
-            raise FieldError(
-                "cls_pool",
-                f"{self.cls_pool} pooling reads the segmentation head's output: enable the segmentation task "
-                "or choose cls_pool cls or mean",
-            )
         if self.cls_descriptors and "classification" in self.tasks and "segmentation" not in self.tasks:
             raise FieldError(
                 "cls_descriptors",

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtmedformer import TASKS
 from mtmedformer.config.data import DataConfig
 from mtmedformer.config.federated import FederatedConfig
-from mtmedformer.config.loader import FieldError, suggest
+from mtmedformer.config.loader import FieldError
 from mtmedformer.config.loss import LossConfig
-from mtmedformer.config.model import ModelConfig
+from mtmedformer.config.model import CNN_MIN_IMAGE_SIZE, CNN_OUTPUT_STRIDE, ModelConfig
 from mtmedformer.config.train import TrainConfig
 
 _SYNTHETIC_CLASSES = {"mammography": ("benign", "malignant"), "chest_xray": ("normal", "pneumonia")}
@@ -37,10 +36,13 @@ class ExperimentConfig:
                 f"{self.data.image_size} is not a multiple of model.patch_size {self.model.patch_size}; "
                 "change one of them",
             )
-        if self.model.arch == "cnn" and (self.data.image_size % 32 or self.data.image_size < 64):
+        if self.model.arch == "cnn" and (
+            self.data.image_size % CNN_OUTPUT_STRIDE or self.data.image_size < CNN_MIN_IMAGE_SIZE
+        ):
             raise FieldError(
                 "data.image_size",
-                f"{self.data.image_size} does not suit the CNN baseline: use a multiple of 32, at least 64",
+                f"{self.data.image_size} does not suit the CNN baseline: use a multiple of {CNN_OUTPUT_STRIDE}, "
+                f"at least {CNN_MIN_IMAGE_SIZE}",
             )
         if self.data.source == "synthetic":
             expected = _SYNTHETIC_CLASSES[self.data.synthetic.modality]
@@ -59,13 +61,3 @@ class ExperimentConfig:
                 f"got {len(self.loss.classification.class_weights)}",
             )
 
-
-def check_tasks(name: str, tasks: tuple[str, ...]) -> None:
-    """Raise :class:`FieldError` unless ``tasks`` is a non-empty subset of :data:`mtmedformer.TASKS`."""
-    if not tasks:
-        raise FieldError(name, f"enable at least one task of {list(TASKS)}")
-    for task in tasks:
-        if task not in TASKS:
-            raise FieldError(name, f"unknown task '{task}'.{suggest(task, TASKS)} Valid tasks: {list(TASKS)}")
-    if len(set(tasks)) != len(tasks):
-        raise FieldError(name, f"lists a task twice: {list(tasks)}")

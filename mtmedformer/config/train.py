@@ -16,7 +16,6 @@ class TrainConfig:
     batch_size: int = 16  # images per optimisation step
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 5e-4  # peak learning rate
-    classifier_lr_scale: float = 1.0  # lr multiplier of the classification head's linear layer (a linear probe)
     weight_decay: float = 0.05  # decoupled weight decay (AdamW) or L2 (SGD); not applied to norms/biases
     momentum: float = 0.9  # SGD momentum (ignored by AdamW)
     scheduler: Literal["cosine", "constant"] = "cosine"  # per-step schedule after warm-up
@@ -38,8 +37,6 @@ class TrainConfig:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise FieldError("lr", f"must be > 0, got {self.lr}")
-        if self.classifier_lr_scale <= 0:
-            raise FieldError("classifier_lr_scale", f"must be > 0, got {self.classifier_lr_scale}")
         if self.weight_decay < 0:
             raise FieldError("weight_decay", f"must be >= 0, got {self.weight_decay}")
         if not 0 <= self.momentum < 1:

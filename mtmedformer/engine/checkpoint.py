@@ -12,6 +12,7 @@ from torch import nn
 
 from mtmedformer.atomic import atomic_torch_save
 from mtmedformer.config import ExperimentConfig, config_from_dict, to_dict
+from mtmedformer.config.retired import drop_retired_keys
 from mtmedformer.engine.device import to_cpu
 from mtmedformer.errors import MTMedFormerError
 
@@ -94,6 +95,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     ------
     CheckpointError
         If the file is missing, unreadable, or not an MTMedFormer checkpoint of a known version.
+    ConfigError
+        If its config is not valid for this version, e.g. it was trained with a removed model variant (keys of
+        removed settings at their kept value are dropped: :mod:`mtmedformer.config.retired`).
     """
     path = Path(path)
     if not path.is_file():
@@ -109,7 +113,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path} has checkpoint format version {payload.get('version')}; this version reads {FORMAT_VERSION}"
         )
     return Checkpoint(
-        config=config_from_dict(payload["config"]),
+        config=config_from_dict(drop_retired_keys(payload["config"])),
         model_state=payload["model"],
         loss_state=payload.get("loss") or {},
         optimizer_state=payload.get("optimizer"),

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from mtmedformer.data.batch import Batch
+from mtmedformer.models.classification import ClassificationHead
+from mtmedformer.models.multitask import MultiTaskModel
 
 log = logging.getLogger(__name__)
 MIN_SAMPLES_PER_CLASS = 4  # fewer labelled lesions of a class in the pass: keep the previous fit
@@ -28,7 +30,7 @@ class ProbeFitter:
     completed pass.
     """
 
-    def __init__(self, head: nn.Module) -> None:
+    def __init__(self, head: ClassificationHead) -> None:
         self.head = head
         self._descriptors: torch.Tensor | None = None
         self._logits: torch.Tensor | None = None
@@ -41,9 +43,10 @@ class ProbeFitter:
     @classmethod
     def for_model(cls, model: nn.Module) -> ProbeFitter | None:
         """A fitter for ``model``'s classification head, or None if it has no descriptor probe."""
-        heads = getattr(model, "heads", {})
-        head = heads["classification"] if "classification" in heads else None
-        return cls(head) if getattr(head, "probe", None) is not None else None
+        if not isinstance(model, MultiTaskModel) or "classification" not in model.tasks:
+            return None
+        head = model.heads["classification"]
+        return cls(head) if isinstance(head, ClassificationHead) and head.probe is not None else None
 
     def _keep_descriptors(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         self._descriptors = output.detach().float()

@@ -7,7 +7,7 @@ import logging
 from mtmedformer.config.model import ModelConfig
 from mtmedformer.models.cnn_baseline import CNNMultiTaskBaseline
 from mtmedformer.models.mtmedformer import MTMedFormer
-from mtmedformer.models.multitask import MultiTaskModel, check_build_args
+from mtmedformer.models.multitask import MultiTaskModel
 from mtmedformer.models.parameters import count_parameters
 
 logger = logging.getLogger(__name__)
@@ -37,10 +37,11 @@ def build_model(cfg: ModelConfig, image_size: int, num_classes: int) -> MultiTas
     Raises
     ------
     TypeError, ValueError
-        If an argument is of the wrong type or does not fit the architecture; checked before any layer is
-        built.
+        If an argument is of the wrong type or does not fit the architecture; the model class checks them
+        (:func:`~mtmedformer.models.multitask.check_build_args`) before any layer is built.
     """
-    check_build_args(cfg, image_size, num_classes)
+    if not isinstance(cfg, ModelConfig):  # needed to pick the class; the class checks the rest
+        raise TypeError(f"expected a ModelConfig, got {type(cfg).__name__}")
     if cfg.arch == "cnn":
         logger.info("model.arch is 'cnn': the ViT settings (preset, patch_size, depth, ...) are not used")
     model = ARCHITECTURES[cfg.arch](cfg, image_size, num_classes)

@@ -52,7 +52,7 @@ class CNNMultiTaskBaseline(MultiTaskModel):
             heads["segmentation"] = SegmentationHead(pyramid, build_neck(pyramid, 1, cfg.decoder_norm))
         if "classification" in cfg.tasks:
             heads["classification"] = classification_head(  # no class token: cls and mean are the global mean
-                cfg, GlobalAvgPool(), RESNET18_CHANNELS[32], heads.get("segmentation"), num_classes
+                cfg, GlobalAvgPool(), RESNET18_CHANNELS[32], num_classes
             )
         if "detection" in cfg.tasks:
             det = cfg.detection

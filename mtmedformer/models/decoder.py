@@ -65,15 +65,10 @@ class UpDecoder(nn.Module):
 
     def forward(self, bottleneck: torch.Tensor, skips: dict[int, torch.Tensor]) -> torch.Tensor:
         """Return the map ``(B, out_channels, H / out_stride, W / out_stride)``."""
-        return self.levels(bottleneck, skips)[self.strides[-1]] if self.strides else bottleneck
-
-    def levels(self, bottleneck: torch.Tensor, skips: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """Return every block's output, stride -> ``(B, channels[stride], H / stride, W / stride)``, coarsest first."""
-        out: dict[int, torch.Tensor] = {}
         x = bottleneck
         for stride in self.strides:
-            x = out[stride] = self.ups[f"stride{stride}"](x, skips[stride])
-        return out
+            x = self.ups[f"stride{stride}"](x, skips[stride])
+        return x
 
 
 def build_neck(pyramid: nn.Module, out_stride: int, norm: str) -> UpDecoder:

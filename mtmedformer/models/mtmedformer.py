@@ -30,7 +30,8 @@ class MTMedFormer(MultiTaskModel):
     for the UNETR skips; each dense head owns its skip paths and decoder.
 
     Parameter names: ``encoder.*`` (see :mod:`mtmedformer.models.vit_encoder`),
-    ``heads.classification.fc.*``, ``heads.segmentation.{pyramid,decoder,out}.*``,
+    ``heads.classification.fc.*`` (and ``heads.classification.probe.*`` buffers with ``cls_descriptors``),
+    ``heads.segmentation.{pyramid,decoder,out}.*``,
     ``heads.detection.{pyramid,decoder,tower,cls_logits,bbox_reg,centerness}.*``.
 
     Parameters
@@ -66,17 +67,13 @@ class MTMedFormer(MultiTaskModel):
             dropout=cfg.dropout,
             attn_dropout=cfg.attn_dropout,
             hidden_blocks=evenly_spaced_blocks(dims.depth, levels - 1),
-            stem=cfg.stem,
         )
         heads: dict[str, nn.Module] = {}
         if "segmentation" in cfg.tasks:
             pyramid = ViTPyramid(dims.embed_dim, cfg.patch_size, 1, cfg.seg_feature_size, cfg.decoder_norm)
             heads["segmentation"] = SegmentationHead(pyramid, build_neck(pyramid, 1, cfg.decoder_norm))
         if "classification" in cfg.tasks:
-            heads["classification"] = classification_head(
-                cfg, TokenPool(cfg.cls_pool) if cfg.cls_pool in ("cls", "mean") else None, dims.embed_dim,
-                heads.get("segmentation"), num_classes,
-            )
+            heads["classification"] = classification_head(cfg, TokenPool(cfg.cls_pool), dims.embed_dim, num_classes)
         if "detection" in cfg.tasks:
             det = cfg.detection
             pyramid = ViTPyramid(dims.embed_dim, cfg.patch_size, det.stride, det.feature_size, cfg.decoder_norm)

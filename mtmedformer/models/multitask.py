@@ -5,21 +5,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtmedformer.config.model import ModelConfig
-
-MIN_CNN_IMAGE_SIZE = 64  # ResNet stride 32: at 32 px the last map is 1x1 and BatchNorm fails on a batch of 1
+from mtmedformer.config.model import CNN_MIN_IMAGE_SIZE, CNN_OUTPUT_STRIDE, ModelConfig
+from mtmedformer.models.classification import ClassificationHead
 
 
 def check_build_args(cfg: ModelConfig, image_size: int, num_classes: int) -> None:
     """Check the arguments of a model constructor before any layer is built.
+
+    Each model class calls this once, first thing in its constructor. The config already checked the same
+    size rules against ``data.image_size`` (:class:`~mtmedformer.config.schema.ExperimentConfig`); this
+    check covers models built in code with any ``image_size``.
 
     Raises
     ------
     TypeError
         If ``cfg`` is not a :class:`ModelConfig` or a size is not an int.
     ValueError
-        If ``image_size`` does not fit the architecture (a multiple of ``patch_size`` for ViT, of 32 and at least
-        64 for the CNN), or ``num_classes < 2`` while classification is enabled.
+        If ``image_size`` does not fit the architecture (a positive multiple of ``patch_size`` for ViT, a multiple
+        of ``CNN_OUTPUT_STRIDE`` and at least ``CNN_MIN_IMAGE_SIZE`` for the CNN), or ``num_classes < 2``
+        while classification is enabled.
     """
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"expected a ModelConfig, got {type(cfg).__name__}")
@@ -32,10 +36,10 @@ def check_build_args(cfg: ModelConfig, image_size: int, num_classes: int) -> Non
                 f"image_size {image_size} is not a positive multiple of model.patch_size {cfg.patch_size}; "
                 "change data.image_size or model.patch_size"
             )
-    elif image_size < MIN_CNN_IMAGE_SIZE or image_size % 32:
+    elif image_size < CNN_MIN_IMAGE_SIZE or image_size % CNN_OUTPUT_STRIDE:
         raise ValueError(
-            f"image_size {image_size} must be a multiple of 32 and at least {MIN_CNN_IMAGE_SIZE} for the CNN "
-            "baseline (ResNet output stride 32); change data.image_size"
+            f"image_size {image_size} must be a multiple of {CNN_OUTPUT_STRIDE} and at least {CNN_MIN_IMAGE_SIZE} "
+            f"for the CNN baseline (ResNet output stride {CNN_OUTPUT_STRIDE}); change data.image_size"
         )
     if "classification" in cfg.tasks and num_classes < 2:
         raise ValueError(f"num_classes {num_classes} must be >= 2 when the classification task is enabled")
@@ -45,9 +49,8 @@ def standardize_per_image(image: torch.Tensor, min_std: float = 1e-3) -> torch.T
     """Zero mean, unit variance per image: ``(B, C, H, W) -> (B, C, H, W)``.
 
     The loaders deliver intensities windowed to [0, 1], mostly dark (a mammogram's background): a ViT's linear
-    patch embedding then maps every patch onto one large shared direction and, measured on the synthetic
-    mammograms, stays at a constant classifier (training cross-entropy 0.69 on 64 labelled images for 15 epochs,
-    ``benchmarks/classification_signal.py --fit``). Standardizing each image
+    patch embedding then maps every patch onto one large shared direction, and the classifier stays constant
+    on the synthetic mammograms (``benchmarks/classification_signal.py --fit`` shows it). Standardizing each image
     removes that offset (and site-level brightness and contrast differences) without parameters, so federated
     aggregation is unaffected. ``min_std`` (intensity units) keeps a blank image at zeros instead of
     amplifying rounding noise.
@@ -58,16 +61,13 @@ def standardize_per_image(image: torch.Tensor, min_std: float = 1e-3) -> torch.T
     return (image - mean) / std.clamp_min(min_std)
 
 
-def _reads_lesions(head: nn.Module) -> bool:
-    return bool(getattr(head, "needs_lesion_logits", False))
-
-
 class MultiTaskModel(nn.Module):
     """An encoder with ``forward_features`` and one head per enabled task, in ``heads`` keyed by task name.
 
-    The input is standardized per image when ``cfg.input_norm == "image"``. Every head is called as
-    ``head(features, image)`` (a lesion-guided classifier also gets
-    ``lesion_logits``, the segmentation output, so it runs after that head); parameters are named ``encoder.*`` and
+    The input is standardized per image when ``cfg.input_norm == "image"``. The heads run in config order
+    (:attr:`call_order`): the segmentation and detection heads as ``head(features, image)``, the classification
+    head as ``head(features, image, lesion_logits)``, with the segmentation output when its lesion descriptors
+    read it (it then runs after the other heads) and None otherwise. Parameters are named ``encoder.*`` and
     ``heads.<task>.*``.
 
     Parameters
@@ -81,12 +81,15 @@ class MultiTaskModel(nn.Module):
     encoder
         Module with ``forward_features(image) -> features``.
     heads
-        Task name -> head, for every task in ``cfg.tasks``.
+        Task name -> head, for every task in ``cfg.tasks``; ``"classification"`` is a :class:`ClassificationHead`.
 
     Raises
     ------
     ValueError
-        If ``heads`` does not hold exactly the tasks of ``cfg.tasks``.
+        If ``heads`` does not hold exactly the tasks of ``cfg.tasks``, or the classification head reads the
+        segmentation logits (lesion descriptors) and there is no segmentation head.
+    TypeError
+        If the classification head is not a :class:`ClassificationHead`.
     """
 
     def __init__(
@@ -95,14 +98,21 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         if set(heads) != set(cfg.tasks):
             raise ValueError(f"heads {sorted(heads)} do not match the enabled tasks {list(cfg.tasks)}")
-        if any(_reads_lesions(h) for h in heads.values()) and "segmentation" not in heads:
-            raise ValueError("lesion-guided classification pooling needs the segmentation head")
+        classifier = heads.get("classification")
+        if classifier is not None and not isinstance(classifier, ClassificationHead):
+            raise TypeError(f"the classification head must be a ClassificationHead, got {type(classifier).__name__}")
+        if classifier is not None and classifier.reads_segmentation and "segmentation" not in heads:
+            raise ValueError(
+                "the classification head's lesion descriptors read the segmentation head: enable the segmentation "
+                "task or set model.cls_descriptors false"
+            )
         self.config = cfg
         self.image_size = image_size
         self.num_classes = num_classes
         self.encoder = encoder
         self.heads = nn.ModuleDict({task: heads[task] for task in cfg.tasks})
-        self._reads_decoder = any(getattr(h, "needs_decoder_levels", False) for h in heads.values())
+        deferred = ("classification",) if classifier is not None and classifier.reads_segmentation else ()
+        self.call_order: tuple[str, ...] = tuple(t for t in cfg.tasks if t not in deferred) + deferred
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -115,9 +125,9 @@ class MultiTaskModel(nn.Module):
         Returns
         -------
         dict
-            Task name -> output: ``"classification"`` logits ``(B, num_classes)``, ``"segmentation"`` logits
-            ``(B, 1, H, W)``, ``"detection"`` the raw dict of :class:`DetectionHead` (decode with
-            ``model.heads["detection"].decode``).
+            Task name -> output, in config order: ``"classification"`` logits ``(B, num_classes)``,
+            ``"segmentation"`` logits ``(B, 1, H, W)``, ``"detection"`` the raw dict of :class:`DetectionHead`
+            (decode with ``model.heads["detection"].decode``).
 
         Raises
         ------
@@ -128,15 +138,10 @@ class MultiTaskModel(nn.Module):
             image = standardize_per_image(image)
         features = self.encoder.forward_features(image)
         outputs: dict[str, torch.Tensor | dict[str, torch.Tensor]] = {}
-        levels = None
-        for task, head in self.heads.items():
-            if _reads_lesions(head):
-                continue
-            if task == "segmentation" and self._reads_decoder:
-                outputs[task], levels = head.decode(features, image)
+        for task in self.call_order:
+            head = self.heads[task]
+            if task == "classification":  # its descriptors read the segmentation logits (that head ran first)
+                outputs[task] = head(features, image, outputs.get("segmentation"))
             else:
                 outputs[task] = head(features, image)
-        for task, head in self.heads.items():
-            if _reads_lesions(head):  # lesion-guided pooling: after the segmentation head it reads
-                outputs[task] = head(features, image, lesion_logits=outputs["segmentation"], decoder_levels=levels)
         return {task: outputs[task] for task in self.heads}

@@ -42,12 +42,5 @@ class SegmentationHead(nn.Module):
 
     def forward(self, features: EncoderOutput | FeaturePyramid, image: torch.Tensor) -> torch.Tensor:
         """Return mask logits ``(B, 1, H, W)`` for ``image`` ``(B, 1, H, W)``."""
-        return self.decode(features, image)[0]
-
-    def decode(
-        self, features: EncoderOutput | FeaturePyramid, image: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Return the mask logits ``(B, 1, H, W)`` and every decoder level's map (see :meth:`UpDecoder.levels`)."""
         bottleneck, skips = self.pyramid(features, image)
-        levels = self.decoder.levels(bottleneck, skips)
-        return self.out(levels[1]), levels
+        return self.out(self.decoder(bottleneck, skips))

@@ -6,8 +6,7 @@ block outputs (UNETR, Hatamizadeh et al., WACV 2022).
 
 Parameter names (``d`` = embedding width, ``H`` heads, ``d_h = d / H``, ``F`` = MLP width, ``N`` patches)::
 
-    patch_embed.weight (d, 1, p, p), patch_embed.bias (d,)   # stem "patch"
-    stem.stages.{i}.{conv,norm}.*, patch_embed.weight (d, d, 1, 1), patch_embed.bias (d,)   # stem "conv"
+    patch_embed.weight (d, 1, p, p), patch_embed.bias (d,)
     cls_token (1, 1, d), pos_embed (1, 1 + N, d)          # token 0 of pos_embed is the class token's
     blocks.{i}.norm1.{weight,bias} (d,)
     blocks.{i}.attn.qkv.{weight (3d, d), bias (3d,)}
@@ -161,52 +160,6 @@ class EncoderBlock(TransformerBlock):
         return self
 
 
-class ConvStem(nn.Module):
-    """Convolutional patchifier (Xiao et al., "Early Convolutions Help Transformers See Better", NeurIPS 2021).
-
-    ``log2(p)`` stages of 3x3 stride-2 convolution, GroupNorm with one group and ReLU, widths doubling up to
-    ``embed_dim`` (``d / 2**(L-1) .. d``), so the image ``(B, 1, H, W)`` becomes ``(B, d, H / p, W / p)``; the
-    encoder's ``patch_embed`` then is a 1x1 convolution. Xiao et al. replace the single strided ``p x p``
-    convolution by such a stem because ViTs with it optimise faster and are less sensitive to learning rate; on
-    a mammogram the few-pixel margins and spicules that separate malignant masses are what it adds. One-group
-    GroupNorm normalises each image's whole map (no running statistics that would differ between sites) and
-    leaves any channel permutation exact, so neuron matching permutes the stem channels like decoder channels.
-
-    Parameter names: ``stages.{i}.conv.{weight (C_i, C_{i-1}, 3, 3), bias (C_i,)}``,
-    ``stages.{i}.norm.{weight,bias} (C_i,)`` for stage ``i``, ``C_{-1} = 1``.
-
-    Raises
-    ------
-    ValueError
-        If ``patch_size`` is not a power of 2 >= 2 or ``embed_dim`` is not divisible by ``patch_size / 2``.
-    """
-
-    def __init__(self, patch_size: int, embed_dim: int) -> None:
-        super().__init__()
-        if patch_size < 2 or patch_size & (patch_size - 1):
-            raise ValueError(f"a convolutional stem needs a power-of-2 patch size >= 2, got {patch_size}")
-        stages = patch_size.bit_length() - 1
-        if embed_dim % 2 ** (stages - 1):
-            raise ValueError(f"embed_dim {embed_dim} must be divisible by {2 ** (stages - 1)} for a conv stem")
-        self.widths = tuple(embed_dim // 2 ** (stages - 1 - i) for i in range(stages))
-        self.stages = nn.ModuleList()
-        in_channels = 1
-        for width in self.widths:
-            stage = nn.Module()
-            stage.conv = nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=1)
-            stage.norm = nn.GroupNorm(1, width)
-            self.stages.append(stage)
-            in_channels = width
-        self.out_channels = in_channels
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Return ``(B, d, H / p, W / p)`` for ``image`` ``(B, 1, H, W)``."""
-        x = image
-        for stage in self.stages:
-            x = F.relu(stage.norm(stage.conv(x)))
-        return x
-
-
 class ViTEncoder(nn.Module):
     """ViT encoder for grayscale images with a learned, resizable position embedding.
 
@@ -234,9 +187,6 @@ class ViTEncoder(nn.Module):
     hidden_blocks
         Block numbers (1-based) whose outputs :meth:`forward_features` returns in ``hidden_states``.
         Default none.
-    stem
-        ``"patch"``: one ``p x p`` stride-``p`` convolution (ViT); ``"conv"``: a :class:`ConvStem` (named
-        ``stem``) followed by a 1x1 ``patch_embed``. Default ``"patch"``.
 
     Raises
     ------
@@ -257,11 +207,8 @@ class ViTEncoder(nn.Module):
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
         hidden_blocks: Sequence[int] = (),
-        stem: str = "patch",
     ) -> None:
         super().__init__()
-        if stem not in ("patch", "conv"):
-            raise ValueError(f"stem {stem!r} is not one of ['patch', 'conv']")
         for name, value in (
             ("image_size", image_size),
             ("patch_size", patch_size),
@@ -290,12 +237,7 @@ class ViTEncoder(nn.Module):
         self.grid = (image_size // patch_size, image_size // patch_size)
         self.hidden_blocks = tuple(hidden_blocks)
 
-        if stem == "conv":
-            self.stem = ConvStem(patch_size, embed_dim)
-            self.patch_embed = nn.Conv2d(self.stem.out_channels, embed_dim, kernel_size=1)
-        else:
-            self.stem = None
-            self.patch_embed = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.patch_embed = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], embed_dim))
         self.pos_drop = nn.Dropout(dropout)
@@ -348,7 +290,7 @@ class ViTEncoder(nn.Module):
                 f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}; "
                 "resize or pad the images (data.image_size)"
             )
-        x = self.patch_embed(image if self.stem is None else self.stem(image))  # (B, d, h, w)
+        x = self.patch_embed(image)  # (B, d, h, w)
         grid = (int(x.shape[-2]), int(x.shape[-1]))
         x = x.flatten(2).transpose(1, 2)  # (B, N, d), patches in row-major order
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, d)

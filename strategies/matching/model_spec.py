@@ -2,8 +2,6 @@
 
 Groups (``d`` embedding width, ``H`` heads, ``F`` MLP width):
 
-- ``encoder.stem.stages.{i}`` (with ``model.stem: conv``): stage ``i``'s conv output channels, its norm, and
-  the next stage's (or ``patch_embed``'s) input channels.
 - ``encoder.residual`` (P_res, ``d``): patch-embedding rows and bias, the last axis of class token and position
   embedding, every LayerNorm, q/k/v input columns, attention-projection and ``linear2`` rows and biases,
   ``linear1`` input columns, and every head layer that reads encoder tokens or hidden states.
@@ -37,7 +35,7 @@ from monai.networks.blocks import (
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from mtmedformer.models.classification import ClassificationHead, DecoderLesionPool
+from mtmedformer.models.classification import ClassificationHead
 from mtmedformer.models.decoder import UpDecoder
 from mtmedformer.models.detection import DetectionHead
 from mtmedformer.models.multitask import MultiTaskModel
@@ -77,23 +75,21 @@ def build_spec(model: nn.Module) -> PermutationSpec:
         )
     b = SpecBuilder()
     res = vit_encoder(b, "encoder", model.encoder)
-    seg_levels: dict[int, Axis] = {}
-    # A classifier reading the segmentation decoder needs that decoder's groups: heads in that order.
+    # Heads in the order the model calls them (the classifier last); this fixes the order of the spec's keys.
     order = sorted(model.heads, key=lambda task: isinstance(model.heads[task], ClassificationHead))
     for task in order:
         head = model.heads[task]
         with b.for_task(task):
             prefix = f"heads.{task}"
-            if isinstance(head, ClassificationHead):
-                linear(b, f"{prefix}.fc", None, classifier_input(b, prefix, head, res, seg_levels),
-                       bias=head.fc.bias is not None)
+            if isinstance(head, ClassificationHead):  # reads the pooled encoder tokens (class token or mean)
+                linear(b, f"{prefix}.fc", None, res, bias=head.fc.bias is not None)
                 descriptor_probe(b, prefix, head)
             elif isinstance(head, SegmentationHead):
-                seg_levels = dense_decoder(b, prefix, head.pyramid, head.decoder, res)
-                out_block(b, f"{prefix}.out", head.out, seg_levels[min(seg_levels)])
+                out = dense_decoder(b, prefix, head.pyramid, head.decoder, res)
+                out_block(b, f"{prefix}.out", head.out, out)
             elif isinstance(head, DetectionHead):
-                levels = dense_decoder(b, prefix, head.pyramid, head.decoder, res)
-                out = conv_block(b, f"{prefix}.tower", head.tower, levels[min(levels)])
+                out = dense_decoder(b, prefix, head.pyramid, head.decoder, res)
+                out = conv_block(b, f"{prefix}.tower", head.tower, out)
                 for name in ("cls_logits", "bbox_reg", "centerness"):
                     plain_conv(b, f"{prefix}.{name}", getattr(head, name), None, out)
             else:
@@ -112,15 +108,7 @@ def build_spec(model: nn.Module) -> PermutationSpec:
 def vit_encoder(b: SpecBuilder, prefix: str, encoder: ViTEncoder) -> str:
     """Patch embedding, class/position embeddings, pre-LN blocks, final norm; returns the residual group."""
     res = b.group(f"{prefix}.residual", encoder.embed_dim)
-    stem: Axis = None  # the image channel is not permuted
-    if encoder.stem is not None:  # ConvStem: conv -> one-group GroupNorm -> ReLU per stage
-        for i, stage in enumerate(encoder.stem.stages):
-            name = f"{prefix}.stem.stages.{i}"
-            out = b.group(name, stage.conv.out_channels)
-            plain_conv(b, f"{name}.conv", stage.conv, out, stem)
-            norm(b, f"{name}.norm", stage.norm, out)
-            stem = out
-    plain_conv(b, f"{prefix}.patch_embed", encoder.patch_embed, res, stem)
+    plain_conv(b, f"{prefix}.patch_embed", encoder.patch_embed, res, None)  # the image channel is not permuted
     parameter(b, f"{prefix}.cls_token", None, None, res)
     parameter(b, f"{prefix}.pos_embed", None, None, res)  # token axis never permuted
     for i, block in enumerate(encoder.blocks):
@@ -154,19 +142,6 @@ def vit_block(b: SpecBuilder, prefix: str, block: TransformerBlock, res: str) ->
 # ----------------------------------------------------------------------------------------------------- decoders
 
 
-def classifier_input(
-    b: SpecBuilder, prefix: str, head: ClassificationHead, res: str, seg_levels: dict[int, Axis]
-) -> Axis | AxisEntry:
-    """Input axis of the classifier: encoder width, or the segmentation decoder's levels concatenated."""
-    if not head.needs_decoder_levels:
-        parts: list[tuple[Axis, int]] = [(res, b.size(res))]  # class token, mean or lesion-weighted token mean
-    elif not isinstance(head.pool, DecoderLesionPool) or not seg_levels:
-        raise MatchingError(f"'{prefix}': a decoder-reading classifier needs a DecoderLesionPool and segmentation")
-    else:
-        parts = [(seg_levels[s], _axis_size(b, seg_levels[s])) for s in head.pool.strides]
-    return parts[0][0] if len(parts) == 1 else concat(b, *parts)
-
-
 def descriptor_probe(b: SpecBuilder, prefix: str, head: ClassificationHead) -> None:
     """The descriptor probe's buffers: descriptor and class axes, neither permuted (averaged as they are)."""
     if head.probe is not None:
@@ -175,10 +150,8 @@ def descriptor_probe(b: SpecBuilder, prefix: str, head: ClassificationHead) -> N
         b.add(f"{prefix}.probe.weight", None, None)
 
 
-def dense_decoder(
-    b: SpecBuilder, prefix: str, pyramid: nn.Module, decoder: UpDecoder, res: str
-) -> dict[int, Axis]:
-    """UNETR skip paths and up-decoder of a dense head; return the axes of bottleneck and levels by stride."""
+def dense_decoder(b: SpecBuilder, prefix: str, pyramid: nn.Module, decoder: UpDecoder, res: str) -> Axis:
+    """UNETR skip paths and up-decoder of a dense head; returns the axis of the decoder output."""
     if not isinstance(pyramid, ViTPyramid):
         raise MatchingError(f"'{prefix}.pyramid': expected a ViTPyramid, got {type(pyramid).__name__}")
     skips: dict[int, Axis] = {}
@@ -191,11 +164,10 @@ def dense_decoder(
         else:
             raise MatchingError(f"'{name}': unsupported skip module {type(module).__name__}")
     x: Axis = res  # the bottleneck is the final token grid
-    levels: dict[int, Axis] = {pyramid.bottleneck_stride: res}
     for stride in decoder.strides:
         name, module = f"{prefix}.decoder.ups.stride{stride}", decoder.ups[f"stride{stride}"]
-        x = levels[stride] = up_block(b, name, module, x, skips[stride])
-    return levels
+        x = up_block(b, name, module, x, skips[stride])
+    return x
 
 
 def progressive_up_block(b: SpecBuilder, prefix: str, block: UnetrPrUpBlock, inp: Axis) -> Axis:
@@ -297,9 +269,3 @@ def concat(b: SpecBuilder, *parts: tuple[Axis, int]) -> AxisEntry:
 def _out_channels(module: nn.Module) -> int:
     inner = module.conv if isinstance(module, Convolution) else module
     return inner.out_channels
-
-
-def _axis_size(b: SpecBuilder, axis: Axis) -> int:
-    if isinstance(axis, str):
-        return b.size(axis)
-    return sum(segment.length for segment in axis)

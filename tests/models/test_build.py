@@ -1,7 +1,9 @@
 import re
+from unittest import mock
 
 import pytest
 import torch
+from torch import nn
 
 from mtmedformer import TASKS
 from mtmedformer.config.loader import from_dict, to_dict
@@ -16,6 +18,10 @@ from mtmedformer.models import (
     group_of_key,
     head_prefix,
 )
+from mtmedformer.models.classification import ClassificationHead, TokenPool
+from mtmedformer.models.descriptors import LesionDescriptors
+from mtmedformer.models.multitask import MultiTaskModel, check_build_args
+from mtmedformer.models.vit_encoder import EncoderOutput
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
@@ -117,3 +123,70 @@ def test_foreign_keys_are_rejected(bad):
 def test_head_prefix_rejects_unknown_tasks():
     with pytest.raises(ValueError, match="unknown task 'segment'"):
         head_prefix("segment")
+
+
+@pytest.mark.parametrize(("arch", "module"), [("vit", "mtmedformer"), ("cnn", "cnn_baseline")])
+def test_build_arguments_are_checked_once_per_construction(make_config, arch, module):
+    # Prepare
+    with mock.patch(f"mtmedformer.models.{module}.check_build_args", wraps=check_build_args) as check:
+        # Execute
+        build_model(make_config(arch=arch, tasks=("classification",)), 64, 2)
+    # Assert
+    check.assert_called_once()
+
+
+def _classifier(descriptors=None):
+    return ClassificationHead(TokenPool("cls"), 8, 2, descriptors=descriptors)
+
+
+def test_a_classifier_with_lesion_descriptors_needs_the_segmentation_head(make_config):
+    # Prepare
+    cfg = make_config(tasks=("classification",))
+    heads = {"classification": _classifier(LesionDescriptors())}
+    # Execute / Assert
+    with pytest.raises(ValueError, match="lesion descriptors read the segmentation head: enable the segmentation"):
+        MultiTaskModel(cfg, 64, 2, nn.Identity(), heads)
+
+
+def test_the_classification_head_must_be_a_classification_head(make_config):
+    cfg = make_config(tasks=("classification",))
+    with pytest.raises(TypeError, match="must be a ClassificationHead, got Linear"):
+        MultiTaskModel(cfg, 64, 2, nn.Identity(), {"classification": nn.Linear(1, 2)})
+
+
+def test_heads_must_match_the_enabled_tasks(make_config):
+    with pytest.raises(ValueError, match="do not match the enabled tasks"):
+        MultiTaskModel(make_config(tasks=("classification", "segmentation")), 64, 2, nn.Identity(),
+                       {"classification": _classifier()})
+
+
+def test_a_classifier_with_descriptors_called_without_the_segmentation_logits_says_so():
+    # Prepare
+    head = _classifier(LesionDescriptors())
+    features = EncoderOutput(tokens=torch.rand(1, 5, 8), hidden_states=[], grid=(2, 2))
+    # Execute / Assert
+    with pytest.raises(ValueError, match="pass the segmentation logits"):
+        head(features, torch.rand(1, 1, 32, 32))
+
+
+@pytest.mark.parametrize(
+    ("tasks", "descriptors", "order"),
+    [
+        (TASKS, False, TASKS),
+        (TASKS, True, ("segmentation", "detection", "classification")),
+        (("segmentation", "classification"), True, ("segmentation", "classification")),
+        (("detection", "classification"), False, ("detection", "classification")),
+    ],
+)
+def test_heads_run_in_config_order_with_a_descriptor_classifier_after_segmentation(
+    make_model, tasks, descriptors, order
+):
+    # Prepare
+    model = make_model(tasks=tasks, cls_descriptors=descriptors)
+    called = []
+    for task in tasks:
+        model.heads[task].register_forward_hook(lambda module, args, out, task=task: called.append(task))
+    # Execute
+    outputs = model(torch.rand(1, 1, 64, 64))
+    # Assert
+    assert model.call_order == order and tuple(called) == order and tuple(outputs) == tasks

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mtmedformer.models.vit_encoder import ConvStem, EncoderBlock, ViTEncoder, evenly_spaced_blocks, resize_pos_embed
+from mtmedformer.models.vit_encoder import EncoderBlock, ViTEncoder, evenly_spaced_blocks, resize_pos_embed
 
 
 def _encoder(**kwargs) -> ViTEncoder:
@@ -186,53 +186,3 @@ def test_bad_constructor_arguments(kwargs, message):
 def test_bad_input_shapes(shape, message):
     with pytest.raises(ValueError, match=message):
         _encoder()(torch.rand(*shape))
-
-
-@pytest.mark.parametrize(("patch", "widths"), [(4, (96, 192)), (16, (24, 48, 96, 192))])
-def test_conv_stem_halves_the_size_per_stage_up_to_the_embedding_width(patch, widths):
-    # Prepare
-    encoder = ViTEncoder(image_size=64, patch_size=patch, embed_dim=48, depth=1, num_heads=3, stem="conv")
-    stem = ConvStem(patch, 192)
-    # Execute
-    tokens = encoder(torch.rand(2, 1, 64, 64))
-    # Assert: stage widths double up to d; the tokens have the patch grid of a plain ViT
-    assert stem.widths == widths
-    assert tokens.shape == (2, 1 + (64 // patch) ** 2, 48)
-    assert encoder.patch_embed.kernel_size == (1, 1)
-    assert stem(torch.rand(1, 1, 32, 32)).shape == (1, 192, 32 // patch, 32 // patch)
-
-
-def test_conv_stem_accepts_other_input_sizes_through_position_interpolation():
-    # Prepare
-    encoder = ViTEncoder(image_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="conv").eval()
-    # Execute
-    out = encoder.forward_features(torch.rand(1, 1, 64, 48))
-    # Assert
-    assert out.grid == (8, 6) and out.tokens.shape == (1, 1 + 48, 32)
-
-
-def test_conv_stem_is_translation_equivariant_inside_the_image():
-    # Prepare: a small blob moved by one patch (8 px) moves the stem's response by one cell
-    stem = ConvStem(8, 32).eval()
-    image = torch.zeros(1, 1, 64, 64)
-    image[..., 20:26, 20:26] = 1.0
-    moved = torch.roll(image, shifts=(8, 8), dims=(-2, -1))
-    # Execute
-    a, b = stem(image), stem(moved)
-    # Assert (GroupNorm statistics are shift invariant when the blob stays away from the border)
-    torch.testing.assert_close(a[..., 1:5, 1:5], b[..., 2:6, 2:6], atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [({"patch_size": 1}, "power-of-2 patch size >= 2"), ({"embed_dim": 36}, "must be divisible by 8")],
-)
-def test_conv_stem_rejects_sizes_it_cannot_build(kwargs, message):
-    args = {"patch_size": 16, "embed_dim": 48, **kwargs}
-    with pytest.raises(ValueError, match=message):
-        ConvStem(**args)
-
-
-def test_unknown_stem_is_rejected():
-    with pytest.raises(ValueError, match="stem 'vit' is not one of"):
-        ViTEncoder(image_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="vit")

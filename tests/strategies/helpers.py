@@ -26,7 +26,6 @@ def tiny_model(
     seed: int = 0,
     qkv_bias: bool = True,
     detection_stride: int = 4,
-    stem: str = "patch",
     cls_pool: str = "cls",
     cls_descriptors: bool = False,
 ) -> MultiTaskModel:
@@ -34,7 +33,6 @@ def tiny_model(
     mode, with every parameter and BatchNorm statistic randomised so that no symmetry is trivial."""
     cfg = ModelConfig(
         patch_size=8,
-        stem=stem,
         cls_pool=cls_pool,
         cls_descriptors=cls_descriptors,
         mlp_ratio=2.0,

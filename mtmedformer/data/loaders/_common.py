@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from mtmedformer.config.loader import suggest
 from mtmedformer.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -24,8 +25,6 @@ _MAX_REASONS = 3  # reasons quoted in the skip warning
 def check_choice(name: str, value: str, options: Sequence[str]) -> None:
     """Raise :class:`ConfigError` naming ``name`` when ``value`` is not one of ``options``."""
     if value not in options:
-        from mtmedformer.config.loader import suggest
-
         raise ConfigError(f"{name} must be one of {list(options)}, got '{value}'.{suggest(str(value), options)}")
 
 
