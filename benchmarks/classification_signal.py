@@ -19,7 +19,7 @@ scores a regression fitted on the ground-truth lesions' descriptors against the 
 on true outlines transfer?), and the checkpoint's own classifier and its linear layer alone (without the
 descriptor probe).
 
-Usage: python benchmarks/classification_signal.py [--config ...] [--set key=value ...] [--fit] [--checkpoint pt]
+Usage: python -m benchmarks.classification_signal [--config ...] [--set key=value ...] [--fit] [--checkpoint pt]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Models (all trained centrally on the synthetic mammography set of ``--config``):
 Each gets ``--minutes`` of training (same threads, same data and split); the best checkpoint by validation
 score is evaluated on the test split. Results: ``<out>/results.json`` and a Markdown table on stdout.
 
-Usage: python benchmarks/compare_baselines.py [--config configs/centralized_mammography.yaml] [--minutes 10]
+Usage: python -m benchmarks.compare_baselines [--config configs/centralized_mammography.yaml] [--minutes 10]
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ import yaml
 from benchmarks.fl_comparison.common import (
     NUM_SITES,
     CostModel,
-    announce_estimate,
     base_experiment,
+    begin_part,
     build_config,
     common_parser,
     headline,
@@ -39,10 +39,10 @@ from benchmarks.fl_comparison.common import (
     measure_cost,
     moved_by_kind,
     pooled_splits,
+    settings_of,
     site_splits,
     start,
     train_images_per_round,
-    write_json,
 )
 from client.app import app as client_app
 from mtmedformer.config import ExperimentConfig
@@ -54,7 +54,10 @@ from server.inprocess import InProcessGrid
 from server.settings import ServerSettings
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "bnp_matching")
-RESULTS_FILE = "iterative.json"
+SETTINGS = {  # key in iterative.json -> command-line attribute
+    "alphas": "alphas", "local_epochs": "epochs", "strategies": "strategies", "rounds": "rounds",
+    "local_steps": "local_steps", "proximal_mu": "proximal_mu", "server_lr": "server_lr", "quick": "quick",
+}  # fmt: skip
 TIMING_FILE = "benchmark_seconds.json"  # per run: wall seconds spent in this script (summed over resumes)
 
 
@@ -195,46 +198,35 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cost = measure_cost(first, pooled["train"])
     runs = [(a, e, s) for a in args.alphas for e in args.epochs for s in args.strategies]
     estimate = plan_seconds(cost, args, partitions, len(pooled.get("test", ())))
-    announce_estimate(
-        "iterative",
-        estimate,
+    detail = (
         f"{len(runs)} runs x {args.rounds} rounds, local steps <= {args.local_steps}, "
-        f"{cost.train_s_per_image * 1000:.0f} ms per training image; matching time not included",
+        f"{cost.train_s_per_image * 1000:.0f} ms per training image; matching time not included"
     )
-    if args.estimate_only:
+    settings = settings_of(args, SETTINGS) | {"base_config": base}
+    run = begin_part(
+        "iterative",
+        args,
+        out,
+        (estimate, detail),
+        settings,
+        partitions={f"{a:g}": p for a, p in partitions.items()},
+        pooled={k: len(v) for k, v in pooled.items()},
+        runs={},
+    )
+    if run is None:
         return {"estimate_s": estimate}
-    began = time.monotonic()
-    results: dict[str, Any] = {
-        "settings": {
-            "alphas": args.alphas,
-            "local_epochs": args.epochs,
-            "strategies": args.strategies,
-            "rounds": args.rounds,
-            "local_steps": args.local_steps,
-            "proximal_mu": args.proximal_mu,
-            "server_lr": args.server_lr,
-            "quick": args.quick,
-            "base_config": base,
-        },
-        "machine": machine_info(),
-        "partitions": {f"{a:g}": p for a, p in partitions.items()},
-        "pooled": {k: len(v) for k, v in pooled.items()},
-        "runs": {},
-    }
     for alpha, epochs, strategy in runs:
         name = run_name(alpha, epochs, strategy)
-        log.info("iterative: run %s (%d of %d)", name, len(results["runs"]) + 1, len(runs))
+        log.info("iterative: run %s (%d of %d)", name, len(run.results["runs"]) + 1, len(runs))
         cfg_dict = deep_merge(base, {"federated": federated_section(args, alpha, epochs, strategy, out)})
-        results["runs"][name] = {
+        run.results["runs"][name] = {
             "alpha": alpha,
             "local_epochs": epochs,
             "strategy": strategy,
             **run_one(cfg_dict, out, name),
         }
-        results["seconds"] = time.monotonic() - began
-        write_json(out / RESULTS_FILE, results)
-    log.info("iterative comparison done in %.1f min: %s", (time.monotonic() - began) / 60, out / RESULTS_FILE)
-    return results
+        run.save()
+    return run.finish()
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ Reads whatever parts exist in ``--out`` (``one_shot.json``, ``iterative.json``, 
 - ``matching_moved.png``: fraction of units matching moved per round, per kind of permutation group;
 - ``tables.md``: every table,
 
-and, with ``--doc``, replaces each block between ``<!-- BEGIN GENERATED: <name> -->`` and
-``<!-- END GENERATED: <name> -->`` in that Markdown file with the table of that name.
+and, with ``--doc``, fills each block between ``<!-- BEGIN generated:<name> -->`` and
+``<!-- END generated:<name> -->`` of that Markdown file with the table of that name
+(:func:`benchmarks.markdown.update_doc`). ``python -m benchmarks.docs_tables`` fills the same blocks from the
+copies in ``docs/results``.
 
 Usage::
 
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,23 +37,12 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from benchmarks.fl_comparison.common import METRIC_LABEL, MOVED_KINDS, TASK_METRIC
+from benchmarks.markdown import fmt, table, update_doc
 
 PARTS = ("one_shot", "iterative", "bounds", "identity_check")
 STRATEGY_LABEL = {"fedavg": "FedAvg", "fedprox": "FedProx", "fedadam": "FedAdam", "bnp_matching": "BNP matching"}
 SCORES = (*TASK_METRIC.items(), ("mean", "mean_score"))
 SCORE_LABEL = {**METRIC_LABEL, "mean": "mean"}
-
-
-def fmt(value: Any) -> str:
-    """A metric cell: 3 decimals, ``–`` where undefined."""
-    return "–" if value is None else f"{float(value):.3f}"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def load_parts(out: Path) -> dict[str, dict[str, Any]]:
@@ -370,19 +360,6 @@ def build_tables(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     if "identity_check" in parts:
         tables["identity_check"] = identity_table(parts["identity_check"])
     return tables
-
-
-def update_doc(doc: Path, tables: Mapping[str, str]) -> list[str]:
-    """Replace every generated block of ``doc`` whose table exists; return the names replaced."""
-    text = doc.read_text(encoding="utf-8")
-    replaced = []
-    for name, body in tables.items():
-        pattern = re.compile(rf"(<!-- BEGIN GENERATED: {name} -->\n).*?(<!-- END GENERATED: {name} -->)", re.S)
-        text, count = pattern.subn(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
-        if count:
-            replaced.append(name)
-    doc.write_text(text, encoding="utf-8")
-    return replaced
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:

@@ -11,12 +11,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import benchmarks._shared as shared
 import benchmarks.matching_benchmark as mb
+import benchmarks.matching_case as mc
+import benchmarks.op_meter as om
 from strategies.matching import match_and_merge
 
 
 def _minuscule(heads: str = "cls", clients: int = 2):
-    return mb.Case(preset="tiny", clients=clients, heads=heads, image_size=32, depth=1)
+    return mc.Case(preset="tiny", clients=clients, heads=heads, image_size=32, depth=1)
 
 
 def _positive_finite(value: float) -> bool:
@@ -25,7 +28,7 @@ def _positive_finite(value: float) -> bool:
 
 @pytest.fixture(scope="module")
 def result():
-    return mb.run_case(_minuscule())
+    return mc.run_case(_minuscule())
 
 
 def test_run_case_reports_positive_finite_fields(result):
@@ -47,7 +50,7 @@ def test_run_case_reports_positive_finite_fields(result):
     assert math.isfinite(result.lsa_seconds) and result.lsa_seconds >= 0 and result.lsa_calls >= 0
     assert result.gemm_calls > 0 and result.alignments >= 2
     assert result.same_result
-    assert set(result.group_seconds) == {*mb.GROUP_TYPES, mb.OUTSIDE}
+    assert set(result.group_seconds) == {*mc.GROUP_TYPES, mc.OUTSIDE}
     assert all(math.isfinite(s) and s >= 0 for s in result.group_seconds.values())
     for kind in ("residual", "mlp", "heads/qk/vo"):
         assert _positive_finite(result.group_seconds[kind])
@@ -63,8 +66,8 @@ def test_matching_undoes_the_permutations(result):
 
 def test_meter_counts_the_flops_of_flop_counter_mode():
     # Prepare
-    inputs = mb.build_inputs(_minuscule())
-    meter, reference = mb.OpMeter(), FlopCounterMode(display=False)
+    inputs = mc.build_inputs(_minuscule())
+    meter, reference = om.OpMeter(), FlopCounterMode(display=False)
     # Execute
     with meter:
         match_and_merge(inputs.updates, inputs.spec, previous=inputs.previous)
@@ -85,7 +88,7 @@ def test_meter_counts_a_known_product(shape_a, shape_b, expected, in_place):
     # Prepare
     a, b = torch.ones(shape_a), torch.ones(shape_b)
     out = torch.zeros(*shape_a[:-1], shape_b[-1])
-    meter = mb.OpMeter()
+    meter = om.OpMeter()
     # Execute
     with meter:
         if not in_place:
@@ -103,7 +106,7 @@ def test_fedavg_is_the_sample_weighted_mean():
     # Prepare
     arrays = [{"w": np.array([1.0, 2.0]), "n": np.array(4)}, {"w": np.array([4.0, 8.0]), "n": np.array(8)}]
     # Execute
-    out = mb.fedavg(arrays, [1, 3])
+    out = mc.fedavg(arrays, [1, 3])
     # Assert
     np.testing.assert_allclose(out["w"], [3.25, 6.5])
     np.testing.assert_allclose(out["n"], 7.0)
@@ -112,9 +115,9 @@ def test_fedavg_is_the_sample_weighted_mean():
 @pytest.mark.parametrize("heads", ["cls", "all"])
 def test_group_types_cover_every_solve_item(heads):
     # Prepare
-    inputs = mb.build_inputs(_minuscule(heads))
+    inputs = mc.build_inputs(_minuscule(heads))
     # Execute
-    kinds = {mb.group_type(item.name) for item in inputs.spec.solve_items}
+    kinds = {mc.group_type(item.name) for item in inputs.spec.solve_items}
     # Assert
     assert "other" not in kinds
     assert ("decoder" in kinds) == (heads == "all")
@@ -126,12 +129,12 @@ def test_bad_case_raises(kwargs, match):
     args = {"preset": "tiny", "clients": 2, **kwargs}
     # Execute / Assert
     with pytest.raises(ValueError, match=match):
-        mb.Case(**args)
+        mc.Case(**args)
 
 
 def test_report_and_json_carry_every_case(result, tmp_path):
     # Prepare
-    peaks = [mb.measure_gemm_peak(1, sizes=(64,), repeats=1)]
+    peaks = [shared.measure_gemm_peak(1, sizes=(64,), repeats=1)]
     # Execute
     text = mb.format_report([result], peaks, threads=1)
     record = mb.to_json([result], peaks, threads=1)

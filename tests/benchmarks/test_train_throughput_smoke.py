@@ -13,11 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import benchmarks._shared as shared
+import benchmarks.throughput_bench as tb
+import benchmarks.throughput_measure as tm
 import benchmarks.train_throughput as tt
 
 
 def _minuscule(heads: str, profile_steps: int = 0, **variant):
-    return tt.RunSpec(
+    return tb.RunSpec(
         preset="tiny",
         image_size=32,
         batch_size=2,
@@ -49,7 +52,7 @@ def test_run_config_reports_positive_finite_fields(heads, variant):
     # Prepare
     spec = _minuscule(heads, profile_steps=1, **variant)
     # Execute
-    result = tt.run_config(spec)
+    result = tm.run_config(spec)
     # Assert
     assert len(result.step_seconds) == 2 and all(_positive_finite(t) for t in result.step_seconds)
     for value in (
@@ -66,23 +69,23 @@ def test_run_config_reports_positive_finite_fields(heads, variant):
     assert _positive_finite(result.cpu_share)
     # a training step does the forward plus a backward of at least the same size
     assert result.train_flops_per_image >= 2 * result.forward_flops_per_image
-    assert set(result.forward_flops_by_part) == {"encoder", *tt.HEADS[heads]}
+    assert set(result.forward_flops_by_part) == {"encoder", *tb.HEADS[heads]}
     assert sum(result.forward_flops_by_part.values()) == pytest.approx(result.forward_flops_per_image)
     assert result.forward_flops_by_part["encoder"] > 0
     assert _positive_finite(result.mfu(1e12))
     profile = result.profile
     assert _positive_finite(profile.step_ms)
-    assert set(profile.category_ms) == set(tt.CATEGORIES) and all(v >= 0 for v in profile.category_ms.values())
-    assert all(_positive_finite(profile.phase_ms[p]) for p in tt.PHASES)
+    assert set(profile.category_ms) == set(tm.CATEGORIES) and all(v >= 0 for v in profile.category_ms.values())
+    assert all(_positive_finite(profile.phase_ms[p]) for p in tm.PHASES)
     assert profile.category_gflops["gemm"] > 0 and profile.category_gflops["attention"] > 0
-    assert tt.result_from_dict(asdict(result)) == result
+    assert tm.result_from_dict(asdict(result)) == result
 
 
 def test_bf16_step_counts_the_same_model_flops_as_fp32():
     # Prepare: the counter works from shapes, so autocast must not change the model FLOPs of a step
-    benches = {p: tt.build_bench(_minuscule("all", precision=p)) for p in tt.PRECISIONS}
+    benches = {p: tb.build_bench(_minuscule("all", precision=p)) for p in tb.PRECISIONS}
     # Execute
-    counts = {p: tt.counted_step(bench) for p, bench in benches.items()}
+    counts = {p: tm.counted_step(bench) for p, bench in benches.items()}
     # Assert
     assert counts["bf16"] == counts["fp32"]
     assert counts["fp32"][0] > 0
@@ -91,7 +94,7 @@ def test_bf16_step_counts_the_same_model_flops_as_fp32():
 @pytest.mark.parametrize(("precision", "model_dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_train_step_uses_the_engines_precision_path(precision, model_dtype):
     # Prepare: record the dtype of the model's logits and of what the loss receives
-    bench = tt.build_bench(_minuscule("cls", precision=precision))
+    bench = tb.build_bench(_minuscule("cls", precision=precision))
     seen = {}
 
     def model_hook(module, args, outputs) -> None:  # a hook returning non-None would replace the outputs
@@ -103,7 +106,7 @@ def test_train_step_uses_the_engines_precision_path(precision, model_dtype):
     bench.model.register_forward_hook(model_hook)
     bench.loss_fn.register_forward_pre_hook(loss_hook)
     # Execute
-    loss = tt.train_step(bench)
+    loss = tb.train_step(bench)
     # Assert: forward under autocast_context(precision), loss on float32 outputs (engine/loop.py::train_epoch)
     assert seen == {"model": model_dtype, "loss": torch.float32}
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
@@ -122,6 +125,16 @@ def test_worker_mode_prints_a_result_the_parent_reads(capsys):
     assert result.profile is None
 
 
+def test_worker_process_runs_as_a_module_from_any_folder(tmp_path, monkeypatch):
+    # Prepare: a caller outside the repository (the worker must still find the benchmarks package)
+    monkeypatch.chdir(tmp_path)
+    spec = _minuscule("cls")
+    # Execute
+    result = tt.run_in_subprocess(spec)
+    # Assert
+    assert result.spec == spec and _positive_finite(result.images_per_s) and result.peak_rss_mib > 0
+
+
 def test_failed_worker_is_reported_with_its_stderr():
     with pytest.raises(RuntimeError, match=r"tiny/32px/cls/b2/fp32 failed \(exit 1\)") as error:
         tt.parse_worker_output(_minuscule("cls"), 1, "", "Traceback ...\nMemoryError")
@@ -131,7 +144,7 @@ def test_failed_worker_is_reported_with_its_stderr():
 @pytest.mark.parametrize(("dtype", "name"), [(torch.float32, "float32"), (torch.bfloat16, "bfloat16")])
 def test_gemm_peak_is_positive(dtype, name):
     # Execute
-    peak = tt.measure_gemm_peak(threads=1, sizes=(64, 128), repeats=2, dtype=dtype)
+    peak = shared.measure_gemm_peak(threads=1, sizes=(64, 128), repeats=2, dtype=dtype)
     # Assert
     assert _positive_finite(peak.flops_per_s) and peak.size in (64, 128) and set(peak.seconds) == {64, 128}
     assert peak.dtype == name
@@ -142,17 +155,17 @@ def test_cpu_attention_flops_are_counted_hand_worked():
     # products in torch's convention (the flash kernel recomputes QK^T, then dV, dP, dQ, dK).
     query = torch.randn(1, 1, 4, 8, requires_grad=True)
     # Execute
-    with FlopCounterMode(display=False, custom_mapping=tt.CPU_ATTENTION_FLOPS) as forward:
+    with FlopCounterMode(display=False, custom_mapping=tm.CPU_ATTENTION_FLOPS) as forward:
         out = F.scaled_dot_product_attention(query, query, query)
-    with FlopCounterMode(display=False, custom_mapping=tt.CPU_ATTENTION_FLOPS) as backward:
+    with FlopCounterMode(display=False, custom_mapping=tm.CPU_ATTENTION_FLOPS) as backward:
         out.sum().backward()
     # Assert
     assert forward.get_total_flops() == 2 * (2 * 4 * 4 * 8)
     assert backward.get_total_flops() == 5 * (2 * 4 * 4 * 8)
 
 
-def _result(spec, images_per_s: float, train_flops_per_image: float = 2e9) -> tt.RunResult:
-    return tt.RunResult(
+def _result(spec, images_per_s: float, train_flops_per_image: float = 2e9) -> tm.RunResult:
+    return tm.RunResult(
         spec=spec,
         parameters=1,
         step_seconds=[spec.batch_size / images_per_s],
@@ -169,8 +182,8 @@ def _result(spec, images_per_s: float, train_flops_per_image: float = 2e9) -> tt
     )
 
 
-def _peak(gflops: float, dtype: str) -> tt.GemmPeak:
-    return tt.GemmPeak(flops_per_s=gflops * 1e9, size=1024, dtype=dtype)
+def _peak(gflops: float, dtype: str) -> shared.GemmPeak:
+    return shared.GemmPeak(flops_per_s=gflops * 1e9, size=1024, dtype=dtype)
 
 
 def test_mfu_hand_worked():
@@ -232,19 +245,19 @@ def test_report_gives_bf16_rows_mfu_against_both_peaks_hand_worked():
     ],
 )
 def test_op_category(name, in_optimizer, expected):
-    assert tt.op_category(name, in_optimizer) == expected
+    assert tm.op_category(name, in_optimizer) == expected
 
 
 @pytest.mark.parametrize(
     "op", ["aten.addmm", "aten.convolution_backward", "aten._scaled_dot_product_flash_attention_for_cpu"]
 )
 def test_flop_categories_are_the_profile_categories(op):
-    assert tt.flop_category(op) in ("gemm", "conv", "attention")
+    assert tm.flop_category(op) in ("gemm", "conv", "attention")
 
 
 def test_make_batch_mask_and_box_describe_the_same_lesion():
     # Execute
-    batch = tt.make_batch(batch_size=3, image_size=32, seed=1)
+    batch = tb.make_batch(batch_size=3, image_size=32, seed=1)
     # Assert
     assert batch.image.shape == (3, 1, 32, 32) and 0 <= batch.image.min() and batch.image.max() <= 1
     for i in range(3):
@@ -266,14 +279,14 @@ def test_make_batch_mask_and_box_describe_the_same_lesion():
 )
 def test_bad_spec_is_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        tt.RunSpec(**kwargs)
+        tb.RunSpec(**kwargs)
 
 
 def test_quick_plan_covers_both_presets_head_sets_and_precisions_at_128px():
     # Execute
     plan = tt.benchmark_plan(quick=True, threads=2)
     # Assert
-    expected = {(p, h, q) for p in ("tiny", "small") for h in tt.HEADS for q in tt.PRECISIONS}
+    expected = {(p, h, q) for p in ("tiny", "small") for h in tb.HEADS for q in tb.PRECISIONS}
     assert {(s.preset, s.heads, s.precision) for s in plan} == expected and len(plan) == len(expected)
     assert {s.image_size for s in plan} == {128}
     assert sorted(s.precision for s in plan if s.profile_steps > 0) == ["bf16", "fp32"]
@@ -283,7 +296,7 @@ def test_quick_plan_covers_both_presets_head_sets_and_precisions_at_128px():
     ("precisions", "expected"),
     [
         # default: every fp32 row of the full plan, plus bf16 rows at 128 px
-        (tt.PRECISIONS, {("fp32", 128): 4, ("fp32", 224): 4, ("bf16", 128): 4}),
+        (tb.PRECISIONS, {("fp32", 128): 4, ("fp32", 224): 4, ("bf16", 128): 4}),
         (("fp32",), {("fp32", 128): 4, ("fp32", 224): 4}),
         (("bf16",), {("bf16", 128): 4}),
     ],
