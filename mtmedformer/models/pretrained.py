@@ -185,7 +185,7 @@ def _rename_timm(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     for key, value in state.items():
         if key.startswith("patch_embed.proj."):
             out["patch_embed." + key.removeprefix("patch_embed.proj.")] = value
-        elif key in ("cls_token", "pos_embed") or re.fullmatch(r"norm\.(weight|bias)", key):
+        elif key in ("cls_token", "pos_embed") or re.fullmatch(r"(norm|patch_embed)\.(weight|bias)", key):
             out[key] = value
         elif match := re.fullmatch(r"blocks\.(\d+)\.(.+)\.(weight|bias)", key):
             block, module, kind = match.groups()
