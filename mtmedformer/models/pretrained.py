@@ -1,24 +1,24 @@
 """Start the ViT encoder from a standard pretrained ViT checkpoint (timm or Hugging Face naming).
 
 What a practitioner downloads elsewhere -- a timm ``vit_*_patch16_*`` / DeiT state dict, a Hugging Face
-``ViTModel`` / ``ViTForImageClassification`` checkpoint, or this project's own ``mtmedformer pretrain``
-output -- is mapped onto :class:`~mtmedformer.models.vit_encoder.ViTEncoder` (Dosovitskiy et al., ICLR 2021):
+``ViTModel`` / ``ViTForImageClassification`` checkpoint, this project's own ``mtmedformer pretrain`` output,
+or the encoder part of a training run's ``best.pt`` -- is mapped onto
+:class:`~mtmedformer.models.vit_encoder.ViTEncoder` (Dosovitskiy et al., ICLR 2021). Checkpoint name (timm /
+Hugging Face) -> encoder name:
 
-==========================================  ==================================================  ===========
-checkpoint (timm / Hugging Face)            encoder                                             how
-==========================================  ==================================================  ===========
-``patch_embed.proj.*`` /                    ``patch_embed.*``                                   RGB filters
-``embeddings.patch_embeddings.projection.*``                                                    summed
-``cls_token`` / ``embeddings.cls_token``    ``cls_token``                                       copied
-``pos_embed`` /                             ``pos_embed``                                       resized
-``embeddings.position_embeddings``
-``blocks.i.attn.qkv.*`` /                   ``blocks.i.attn.qkv.*`` (fused, rows q, k, v)       copied /
-``...layer.i.attention.attention.{query,key,value}.*``                                          stacked
-``blocks.i.attn.proj.*`` / ``...attention.output.dense.*``  ``blocks.i.attn.out_proj.*``        copied
-``blocks.i.norm{1,2}.*`` / ``...layernorm_{before,after}.*``  ``blocks.i.norm{1,2}.*``          copied
-``blocks.i.mlp.fc{1,2}.*`` / ``...{intermediate,output}.dense.*``  ``blocks.i.mlp.linear{1,2}.*``  copied
-``norm.*`` / ``layernorm.*``                ``norm.*``                                          copied
-==========================================  ==================================================  ===========
+- ``patch_embed.proj.*`` / ``embeddings.patch_embeddings.projection.*`` -> ``patch_embed.*`` (RGB summed);
+- ``cls_token`` / ``embeddings.cls_token`` -> ``cls_token``;
+- ``pos_embed`` / ``embeddings.position_embeddings`` -> ``pos_embed`` (resampled to the configured grid);
+- ``blocks.i.attn.qkv.*`` / ``encoder.layer.i.attention.attention.{query,key,value}.*`` ->
+  ``blocks.i.attn.qkv.*`` (Hugging Face's three projections stacked as rows q, k, v);
+- ``blocks.i.attn.proj.*`` / ``encoder.layer.i.attention.output.dense.*`` -> ``blocks.i.attn.out_proj.*``;
+- ``blocks.i.norm{1,2}.*`` / ``encoder.layer.i.layernorm_{before,after}.*`` -> ``blocks.i.norm{1,2}.*``;
+- ``blocks.i.mlp.fc{1,2}.*`` / ``encoder.layer.i.{intermediate,output}.dense.*`` -> ``blocks.i.mlp.linear{1,2}.*``;
+- ``norm.*`` / ``layernorm.*`` -> ``norm.*``.
+
+Prefixes every tensor shares (``module.``, ``vit.``, ``encoder.``, ...) and wrapping dicts (``"model"``,
+``"state_dict"``, ...) are removed first; transformers 5's in-memory names (``layers.i.attention.q_proj``,
+...) are accepted too.
 
 Why each step:
 

@@ -214,3 +214,22 @@ def test_pretrained_needs_the_vit() -> None:
 
     with pytest.raises(ConfigError, match=r"model\.pretrained.*set arch: vit"):
         load_config(None, ["model.arch=cnn", "model.pretrained=vit.pt"])
+
+
+def test_a_training_checkpoint_starts_another_run(tmp_path: Path) -> None:
+    # best.pt of a run on one data set is a pretrained start for another (the encoder part; heads ignored).
+    from mtmedformer.config import load_config
+    from mtmedformer.engine.checkpoint import save_checkpoint
+    from mtmedformer.engine.setup import build_model_and_loss
+
+    cfg = load_config(None, ["model.depth=1", "data.image_size=64"])
+    trained = build_model_and_loss(cfg).model
+    _perturb(trained.encoder)
+    save_checkpoint(tmp_path / "best.pt", config=cfg, model=trained, epoch=3)
+    encoder = build_model_and_loss(cfg).model.encoder
+
+    report = load_pretrained_encoder(encoder, tmp_path / "best.pt")
+
+    torch.testing.assert_close(encoder.state_dict(), trained.encoder.state_dict())
+    assert not report.fresh and not report.reshaped
+    assert any(name.startswith("heads.") for name in report.ignored)
