@@ -120,8 +120,6 @@ class SimMIM(nn.Module):
 
     def __init__(self, encoder: ViTEncoder, standardize: bool = True) -> None:
         super().__init__()
-        if encoder.stem is not None:
-            raise ConfigError("mtmedformer pretrain needs model.stem: patch (the mask replaces patch tokens)")
         self.encoder = encoder
         self.standardize = standardize
         self.mask_token = nn.Parameter(torch.zeros(1, 1, encoder.embed_dim))
@@ -176,7 +174,7 @@ def pretrain(cfg: ExperimentConfig, images: Dataset, out: str | Path, mim: MimCo
     Raises
     ------
     ConfigError
-        If the model is not a ViT with a patch stem, or the mask block does not tile the patch grid.
+        If the model is not a ViT, or the mask block does not tile the patch grid.
     """
     if cfg.model.arch != "vit":
         raise ConfigError("mtmedformer pretrain pre-trains the ViT encoder: set model.arch to vit")

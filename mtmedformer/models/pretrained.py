@@ -308,7 +308,7 @@ def _adapt(name: str, source: torch.Tensor, target: torch.Tensor, encoder: ViTEn
         if target.shape[1] != 1 or source.shape[2:] != target.shape[2:]:
             raise ConfigError(
                 f"model.pretrained: patch filters {tuple(source.shape)} do not fit the encoder's "
-                f"{tuple(target.shape)}; set model.patch_size to {source.shape[-1]} and model.stem to patch"
+                f"{tuple(target.shape)}; set model.patch_size to {source.shape[-1]}"
             )
         return source.sum(dim=1, keepdim=True), f"{name}: {source.shape[1]} colour channels summed to grey"
     if name == "pos_embed" and source.shape[:-1] != target.shape[:-1]:
