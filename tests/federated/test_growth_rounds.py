@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from client.app import app as client_app
+from fltesting.inprocess import InProcessGrid as LocalGrid
 from mtmedformer.engine.checkpoint import load_checkpoint
 from mtmedformer.models import build_model, build_model_for_state
 from server.app import run_experiment
-from server.inprocess import InProcessGrid as LocalGrid
 from server.state import ServerState
 from tests.federated.conftest import settings_for, site_nodes
 

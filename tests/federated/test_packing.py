@@ -7,8 +7,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from client.app import app as client_app
+from fltesting.inprocess import InProcessGrid
 from server.app import run_experiment
-from server.inprocess import InProcessGrid
 from server.state import ServerState
 from strategies import keys
 from strategies.packing import (

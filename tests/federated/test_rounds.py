@@ -7,9 +7,9 @@ import torch
 from flwr.app import Array
 
 from client.app import app as client_app
-from client.site import FAULT_PARTITION, FAULT_ROUND
+from fltesting.faults import faulty_client_app
+from fltesting.inprocess import InProcessGrid as LocalGrid
 from server.app import run_experiment
-from server.inprocess import InProcessGrid as LocalGrid
 from server.state import ServerState
 from strategies import keys
 from strategies.packing import is_packed, pack_content, unpack_content
@@ -148,7 +148,7 @@ def test_malformed_update_is_rejected_and_the_round_completes(tmp_path, experime
 
 def test_client_exception_and_dropout_are_recorded_and_the_round_completes(tmp_path, experiment_file):
     # Prepare: partition 0 raises in round 1, node 3 never answers
-    grid = LocalGrid(client_app, site_nodes(3), run_config={FAULT_PARTITION: 0, FAULT_ROUND: 1}, dropped=[3])
+    grid = LocalGrid(faulty_client_app(partition=0, server_round=1), site_nodes(3), dropped=[3])
     # Execute: with 3 sites and min_train_nodes=1 the round still aggregates one update
     experiment = experiment_file(
         federated={"rounds": 1, "min_train_nodes": 1, "min_evaluate_nodes": 1, "min_available_nodes": 2,
