@@ -66,6 +66,22 @@ def test_killed_server_resumes_with_the_same_history(tmp_path, experiment_file):
         assert torch.equal(tensor, resumed.global_state[name]), name
 
 
+def test_a_resumed_fedadam_run_continues_with_the_saved_server_moments(tmp_path, experiment_file):
+    # Prepare
+    experiment = experiment_file(federated={"rounds": 2, "strategy": "fedadam"})
+    run_experiment(LocalGrid(client_app, site_nodes(3)), settings_for(experiment, tmp_path / "full"))
+    # Execute
+    run_experiment(LocalGrid(client_app, site_nodes(3)), settings_for(experiment, tmp_path / "killed"), stop_after=1)
+    partial = ServerState.load(tmp_path / "killed" / "run" / "server_state.pt")
+    run_experiment(LocalGrid(client_app, site_nodes(3)), settings_for(experiment, tmp_path / "killed", resume=True))
+    # Assert
+    assert set(partial.strategy) == {"m_t", "v_t"}
+    full = ServerState.load(tmp_path / "full" / "run" / "server_state.pt")
+    resumed = ServerState.load(tmp_path / "killed" / "run" / "server_state.pt")
+    for name, tensor in full.global_state.items():
+        assert torch.equal(tensor, resumed.global_state[name]), name
+
+
 def test_resume_refuses_a_different_config(tmp_path, experiment_file):
     from server.state import ResumeError
 
