@@ -5,7 +5,8 @@ training replies the ClientApp would send (the global weights plus site-specific
 :func:`strategies.packing.packing_mod` packs them; not timed), then times
 
 - ``screen``: ``screen_replies`` (decoding and checking every reply against the global model), and
-- ``aggregate``: the round loop's call of the strategy's ``aggregate_train`` on the accepted replies,
+- ``aggregate``: the round loop's call of the strategy's ``aggregate_train`` on the accepted replies and its
+  conversion of the result into the next global model's arrays (``server.rounds._as_reference_dtypes``),
 
 for FedAvg and for BNP matching (the demo's strategy). With ``--baseline-rev REV`` the same measurement also
 runs on the code of git revision ``REV`` (exported with ``git archive`` into a temporary folder), in the same
@@ -45,6 +46,7 @@ def worker(strategy_name: str) -> dict[str, float]:
 
     from mtmedformer.config import load_config
     from mtmedformer.engine.setup import build_model_and_loss
+    from server.rounds import _as_reference_dtypes
     from server.strategy_factory import build_strategy
     from strategies import keys
     from strategies.packing import pack_content
@@ -97,7 +99,9 @@ def worker(strategy_name: str) -> dict[str, float]:
     screened_at = time.perf_counter()
     if len(screened.accepted) != SITES:
         raise RuntimeError(f"screening rejected fabricated replies: {screened.failures}")
-    strategy.aggregate_train(1, screened.accepted)
+    out = strategy.aggregate_train(1, screened.accepted)
+    # An Aggregate (strategies.server_strategy), or Flower's (ArrayRecord, MetricRecord) in earlier revisions.
+    _as_reference_dtypes(out.arrays if hasattr(out, "arrays") else out[0], reference)
     done = time.perf_counter()
     return {"screen_s": screened_at - began, "aggregate_s": done - screened_at}
 
@@ -146,7 +150,8 @@ def main() -> None:
         for tree, by_strategy in samples.items()
     }
     result = {
-        "what": "median seconds of screen_replies and aggregate_train for 3 packed replies of the demo model",
+        "what": "median seconds of screen_replies, and of aggregate_train plus the conversion of its result into "
+        "the next global model's arrays, for 3 packed replies of the demo model",
         "baseline_rev": args.baseline_rev,
         "trials": args.trials,
         "medians": medians,

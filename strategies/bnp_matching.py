@@ -6,12 +6,13 @@ import logging
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from strategies import keys
 from strategies.matching import ClientUpdate, MatchingConfig, PermutationSpec, match_and_merge
+from strategies.packing import to_array
 from strategies.replies import ScreenedReply, decode_reply
 
 log = logging.getLogger(__name__)
@@ -96,4 +97,4 @@ class BNPMatching(FedAvg):
         arrays, diagnostics = self.aggregate_replies(server_round, [decode_reply(msg) for msg in valid])
         metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
         metrics.update(diagnostics)
-        return ArrayRecord({k: Array(v) for k, v in (arrays or {}).items()}), metrics
+        return ArrayRecord({k: to_array(v) for k, v in (arrays or {}).items()}), metrics

@@ -65,6 +65,22 @@ def _raw(array: Array) -> tuple[np.dtype, tuple[int, ...], memoryview]:
     return dtype, tuple(shape), memoryview(array.data)[stream.tell():]
 
 
+def to_array(value: np.ndarray) -> Array:
+    """A numpy-serialized Flower ``Array`` of ``value`` (C order), written with one copy of its bytes.
+
+    The same bytes ``Array(value)`` holds (``np.save`` output), without ``np.save``'s intermediate buffer.
+    """
+    if not value.flags.c_contiguous:  # (np.ascontiguousarray would also turn a 0-d array into shape (1,))
+        value = np.ascontiguousarray(value)
+    return _array(value.dtype, value.shape, memoryview(value.reshape(-1).view(np.uint8)))
+
+
+def array_view(array: Array) -> np.ndarray:
+    """A read-only numpy view of a numpy-serialized ``Array``'s values, without copying them."""
+    dtype, shape, raw = _raw(array)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)  # (prod(shape),) -> shape
+
+
 def pack_arrays(record: ArrayRecord) -> tuple[ArrayRecord, ConfigRecord]:
     """Concatenate ``record``'s arrays, flattened in order, into one 1-D array per dtype.
 

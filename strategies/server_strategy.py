@@ -25,11 +25,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from strategies import keys
+from strategies.packing import array_view, to_array
 from strategies.replies import ScreenedReply
 
 
@@ -40,8 +41,8 @@ class Aggregate:
     Attributes
     ----------
     arrays
-        The new global model's arrays by name (dtypes as the strategy computed them), or None when the strategy
-        made none.
+        The new global model's arrays by name (dtypes as the strategy computed them; possibly read-only), or
+        None when the strategy made none.
     metrics
         The strategy's metrics of the round (e.g. matching diagnostics ``matching/...``); may repeat the clients'
         aggregated metrics, which the round loop computes itself.
@@ -55,7 +56,7 @@ def as_message(reply: ScreenedReply) -> Message:
     """A Flower training reply carrying ``reply``'s arrays and metrics, for a strategy that reads Messages."""
     content = RecordDict(
         {
-            keys.ARRAYS: ArrayRecord({name: Array(np.asarray(value)) for name, value in reply.arrays.items()}),
+            keys.ARRAYS: ArrayRecord({name: to_array(value) for name, value in reply.arrays.items()}),
             keys.METRICS: MetricRecord(dict(reply.metrics)),
         }
     )
@@ -99,10 +100,10 @@ class ServerStrategy:
         """Aggregate the accepted training replies of round ``server_round``.
 
         Default: Flower's ``aggregate_train`` on one training Message per reply, built once from the decoded
-        arrays (:func:`as_message`); its result decoded once into numpy.
+        arrays (:func:`as_message`); its result read as numpy without a copy (read-only arrays).
         """
         arrays, metrics = self.flower.aggregate_train(server_round, [as_message(r) for r in replies])
-        decoded = None if arrays is None else {name: array.numpy() for name, array in arrays.items()}
+        decoded = None if arrays is None else {name: array_view(array) for name, array in arrays.items()}
         return Aggregate(decoded, dict(metrics or {}))
 
     def state_dict(self) -> dict[str, Any]:

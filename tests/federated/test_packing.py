@@ -14,11 +14,13 @@ from strategies import keys
 from strategies.packing import (
     LAYOUT,
     PackingError,
+    array_view,
     decode_arrays,
     is_packed,
     pack_arrays,
     pack_content,
     packing_mod,
+    to_array,
     unpack_arrays,
     unpack_content,
 )
@@ -195,3 +197,25 @@ def test_decoding_a_reply_without_arrays_or_with_a_broken_layout_raises_packing_
     packed["<f4"] = Array(packed["<f4"].numpy()[:-1].copy())
     with pytest.raises(PackingError, match="the layout needs"):
         decode_arrays(content)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.array(3, dtype=np.int64),  # 0-d stays 0-d
+        np.zeros((0, 3)),
+        np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+        np.arange(10.0)[::2],  # not contiguous
+        np.array([True, False]),
+    ],
+)
+def test_arrays_are_written_and_viewed_without_numpy_save_and_load(value):
+    # Execute
+    array = to_array(value)
+    view = array_view(array)
+    # Assert: what Flower's own Array(value) / Array.numpy() would give
+    assert (array.dtype, tuple(array.shape)) == (Array(value).dtype, tuple(Array(value).shape))
+    np.testing.assert_array_equal(array.numpy(), value)
+    assert view.shape == value.shape and view.dtype == value.dtype and not view.flags.writeable
+    np.testing.assert_array_equal(view, value)
