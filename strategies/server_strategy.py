@@ -80,10 +80,6 @@ class ServerStrategy:
     def __init__(self, flower: Strategy) -> None:
         self.flower = flower
 
-    def summary(self) -> None:
-        """Log the strategy's settings (Flower's ``summary``)."""
-        self.flower.summary()
-
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
