@@ -28,8 +28,9 @@ pytestmark = pytest.mark.slow
 def _app_with_a_failing_site(dst: Path) -> Path:
     """A copy of the app (what ``flwr run`` bundles, plus ``scripts/``) whose ClientApp injects the fault."""
     app = copy_app(REPO_ROOT, dst)
-    shutil.copytree(REPO_ROOT / "scripts", app / "scripts")
-    shutil.copytree(REPO_ROOT / "fltesting", app / "fltesting", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("scripts", "fltesting"):  # (whether or not copy_app's selection already holds them)
+        shutil.copytree(REPO_ROOT / folder, app / folder, ignore=shutil.ignore_patterns("__pycache__"),
+                        dirs_exist_ok=True)
     project = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))
     flwr_app = project["tool"]["flwr"]["app"]
     flwr_app["components"]["clientapp"] = "fltesting.faulty_app:app"
