@@ -90,12 +90,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mtmedformer.engine.loop import evaluate
     from mtmedformer.engine.setup import build_model_and_loss
     from mtmedformer.engine.trainer import make_loader
-    from mtmedformer.models import fit_widths
 
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt.config
     objects = build_model_and_loss(cfg)
-    fit_widths(objects.model, ckpt.model_state)  # a federated checkpoint may hold grown hidden widths
     objects.model.load_state_dict(ckpt.model_state)
     if ckpt.loss_state:
         objects.loss_fn.load_state_dict(ckpt.loss_state)

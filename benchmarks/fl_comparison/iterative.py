@@ -4,7 +4,7 @@ The pooled synthetic mammography set (3 sites) is re-partitioned into J = 3 clie
 (Hsu et al. 2019) for every ``alpha`` in ``--alphas`` (0.1: each client holds mostly one label; 100: close to
 IID), and every strategy runs ``--rounds`` rounds with ``--epochs`` local epochs (capped at ``--local-steps``
 optimisation steps per round). Each run is a real federated run of the project's ServerApp round loop and
-ClientApp, in process (:class:`server.inprocess.InProcessGrid`: sequential clients, deterministic, no Ray),
+ClientApp, in process (:class:`fltesting.inprocess.InProcessGrid`: sequential clients, deterministic, no Ray),
 with ``federated.server_evaluation`` on, so the global model of every round is scored on the pooled test split.
 
 Runs land in ``<out>/iterative/<run>/`` (rounds.jsonl, sites.jsonl, checkpoints, report.md); a run that is
@@ -45,12 +45,12 @@ from benchmarks.fl_comparison.common import (
     train_images_per_round,
 )
 from client.app import app as client_app
+from fltesting.inprocess import InProcessGrid
 from mtmedformer.config import ExperimentConfig
 from mtmedformer.config.loader import deep_merge
 from mtmedformer.data.partition import describe_partitions, partition_records
 from mtmedformer.data.sources import load_records
 from server.app import run_experiment
-from server.inprocess import InProcessGrid
 from server.settings import ServerSettings
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "bnp_matching")
