@@ -1,30 +1,29 @@
-"""Pieces every CPU benchmark uses: the GEMM peak that MFU-style figures divide by, plain-text tables, JSON output.
+"""Plumbing shared by the CPU benchmarks: the machine's GEMM peak and plain-text tables.
 
-The benchmarks run as modules from the repository root (``python -m benchmarks.train_throughput``), so the
-project's packages import from the checkout without any ``sys.path`` manipulation.
+The training-throughput benchmark (:mod:`benchmarks.train_throughput`) and the matching benchmark
+(:mod:`benchmarks.matching_benchmark`) both relate the FLOP rate they measure to what ``torch.mm`` reaches on
+the same machine, with the same thread count, in the same run: :func:`measure_gemm_peak` measures that rate
+and :func:`best_peak` picks the denominator. :func:`text_table` renders their console tables.
+
+Benchmarks run from the repository root as modules (``python -m benchmarks.<name>``), so ``benchmarks``,
+``mtmedformer`` and ``strategies`` import without touching ``sys.path``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from mtmedformer.atomic import atomic_write_text
-
-PEAK_SIZES = (1024, 2048, 3072)
-"""Sides of the square matrices the GEMM peak is measured on."""
+GIGA = 1e9
 
 
 @dataclass
 class GemmPeak:
-    """Best measured ``torch.mm`` rate of square matrices of one dtype.
+    """Best measured ``torch.mm`` rate of square matrices.
 
     Attributes
     ----------
@@ -33,10 +32,9 @@ class GemmPeak:
     size
         Matrix side of the best wall-time rate.
     dtype
-        ``torch`` dtype name without the ``torch.`` prefix, e.g. ``float32``.
+        Element type, e.g. ``float32`` or ``bfloat16``.
     flops_per_s_cpu
-        Best rate by process-CPU time, ``2 n^3 x threads / CPU seconds``: the rate the same threads reach on idle
-        cores (a shared machine lowers the wall-time rate, not this one).
+        Best rate by CPU time, ``2 n^3 x threads / process-CPU seconds``: the rate on idle cores.
     seconds
         Matrix side -> fastest product, wall seconds.
     """
@@ -49,21 +47,14 @@ class GemmPeak:
 
 
 def measure_gemm_peak(
-    threads: int, sizes: Sequence[int] = PEAK_SIZES, repeats: int = 5, dtype: torch.dtype = torch.float32
+    threads: int, sizes: tuple[int, ...] = (1024, 2048, 3072), repeats: int = 5, dtype: torch.dtype = torch.float32
 ) -> GemmPeak:
-    """Measure the best ``torch.mm`` rate of square ``dtype`` matrices with ``threads`` torch threads.
+    """Measure the best ``torch.mm`` rate of square ``dtype`` matrices with ``threads`` threads.
 
-    Each size gets one untimed product, then ``repeats`` timed ones; a product is ``2 n^3`` FLOPs. The fastest
-    product over all sizes and repeats defines the peak (by wall time and, separately, by CPU time), so competing
-    processes lower it least. The caller's thread count is restored afterwards.
-
-    Raises
-    ------
-    ValueError
-        If ``threads``, ``repeats`` or a size is below 1.
+    Each size gets one untimed product, then ``repeats`` timed ones; ``2 n^3`` FLOPs per product. The fastest
+    product over all sizes and repeats defines the peak (by wall time, and separately by process-CPU time), so
+    competing processes lower it least. The previous torch thread count is restored afterwards.
     """
-    if threads < 1 or repeats < 1 or not sizes or min(sizes) < 1:
-        raise ValueError(f"need threads, repeats and sizes >= 1, got {threads}, {repeats}, {list(sizes)}")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -87,8 +78,8 @@ def measure_gemm_peak(
         torch.set_num_threads(previous)
 
 
-def best_peak(peaks: Sequence[GemmPeak], by_cpu_time: bool = False) -> float:
-    """The highest of several GEMM-peak measurements, FLOP/s (the conservative denominator of a utilisation).
+def best_peak(peaks: Sequence[GemmPeak]) -> float:
+    """The highest of several GEMM-peak measurements, FLOP/s: the utilisation denominator (the conservative choice).
 
     Raises
     ------
@@ -97,19 +88,14 @@ def best_peak(peaks: Sequence[GemmPeak], by_cpu_time: bool = False) -> float:
     """
     if not peaks:
         raise ValueError("need at least one GEMM peak measurement")
-    return max(p.flops_per_s_cpu if by_cpu_time else p.flops_per_s for p in peaks)
+    return max(p.flops_per_s for p in peaks)
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A right-aligned plain-text table: header, a dash rule, one line per row (columns two spaces apart)."""
+    """A right-aligned plain-text table: header, a dashed rule, one line per row, columns two spaces apart."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def write_json(path: str | Path, payload: Any) -> None:
-    """Write ``payload`` as indented JSON, atomically (a crash never leaves half a results file)."""
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

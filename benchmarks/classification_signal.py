@@ -43,9 +43,9 @@ from mtmedformer.engine.seeding import seed_everything
 from mtmedformer.engine.setup import build_model_and_loss
 from mtmedformer.engine.trainer import make_loader
 from mtmedformer.logs import setup_logging
+from mtmedformer.models import build_model
 from mtmedformer.models.classification import LesionDescriptors
 from mtmedformer.models.multitask import standardize_per_image
-from mtmedformer.models.widths import build_model_for_state
 
 FEATURES = ("edge gradient", "contrast to ring", "perimeter^2/area", "area", "ring std", "ring gradient")
 
@@ -212,10 +212,11 @@ def main() -> None:
     model = None
     if args.checkpoint:
         checkpoint = load_checkpoint(args.checkpoint)
-        model = build_model_for_state(
-            checkpoint.config.model, checkpoint.config.data.image_size, len(checkpoint.config.data.classes),
-            checkpoint.model_state,
-        ).eval()
+        model = build_model(
+            checkpoint.config.model, checkpoint.config.data.image_size, len(checkpoint.config.data.classes)
+        )
+        model.load_state_dict(checkpoint.model_state)
+        model.eval()
     signal(cfg, model)
     if args.fit:
         print(f"\nfitting {args.fit_images} labelled training images, {args.fit_epochs} epochs, batch 16:")

@@ -14,7 +14,7 @@ it handles. One exchange (a train or evaluate message of one round at one site) 
 The time between two exchanges at a site (``idle``) is spent at the server and in polling: the ServerApp
 polls for replies every 0.2 s (``server/exchange.py``; Flower's own grid: every 3 s), waits for the slowest
 site, aggregates, checkpoints, and the SuperNode polls for the next message every 3 s.
-Usage: ``python benchmarks/round_overhead.py --deployment --trace``.
+Usage: ``python -m benchmarks.round_overhead --deployment --trace``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""One case of the matching benchmark: its inputs (permuted noisy copies of one model) and its measurements.
+"""One case of the matching benchmark: J permuted noisy copies of one model, merged by matching and by FedAvg.
 
-See :mod:`benchmarks.matching_benchmark` for what a case is and what is measured; :func:`run_case` measures one
-case in this process.
+:func:`build_inputs` makes the inputs of a :class:`Case` (see :mod:`benchmarks.matching_benchmark` for what is
+measured and why), :func:`run_case` times :func:`strategies.matching.match_and_merge` (a clean call and one
+instrumented by :class:`benchmarks.op_meter.OpMeter`) and FedAvg on them and returns a :class:`CaseResult`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.matching_meter import OpMeter, timed_assignments
+from benchmarks.op_meter import OpMeter, timed_assignments
 from mtmedformer import TASKS
 from mtmedformer.config.model import ModelConfig
 from mtmedformer.models import build_model
@@ -42,6 +43,9 @@ NUM_CLASSES = 2
 DRIFT = 0.5  # base = init + DRIFT * rms * N(0, 1): biases and norms no longer constant
 ZERO_TENSOR_RMS = 0.02  # scale used for all-zero tensors (the ViT weight initialisation std)
 FEDAVG_REPEATS = 3
+
+
+# --------------------------------------------------------------------------------------------------- specs
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,8 @@ def fedavg(arrays: Sequence[Mapping[str, np.ndarray]], counts: Sequence[int]) ->
     return out
 
 
+# --------------------------------------------------------------------------------------------------- one case
+
 
 def group_type(item_name: str) -> str:
     """Group type of a solve item of MTMedFormer's spec (see ``strategies/matching/model_spec.py``)."""
@@ -354,6 +360,3 @@ def run_case(case: Case, config: MatchingConfig | None = None, single_run: bool 
         matched_error=relative_distance(result.state_dict, inputs.previous, encoder),
         fedavg_error=relative_distance(averaged, inputs.previous, encoder),
     )
-
-
-# --------------------------------------------------------------------------------------------------- report

@@ -13,12 +13,16 @@ then prints per-round and steady-state (rounds >= 2: round 1 also pays Ray start
 model building) ratios of wall time to critical path, and bytes per round.
 
 The ratio depends on how much a site computes per round, because most of the overhead is a fixed cost per
-message exchange (see README, "Per-round overhead"): ``--images-per-site`` and ``--local-epochs`` set the
-workload, and the printed ``overhead s`` column (wall time minus critical path) is the fixed cost itself.
+message exchange (see ``docs/measurements.md``, "Per-round overhead"): ``--images-per-site`` and
+``--local-epochs`` set the workload, and the printed ``overhead s`` column (wall time minus critical path) is
+the fixed cost itself.
 
-Usage: python benchmarks/round_overhead.py [--rounds 4] [--deployment] [--images-per-site 120]
-       [--local-epochs 1] [--skip-simulation] [--trace] [--fused-evaluation] [--plain-arrays]
-       [--json out.json]
+Usage (from the repository root)::
+
+    python -m benchmarks.round_overhead [--rounds 4] [--deployment] [--images-per-site 120]
+        [--local-epochs 1] [--skip-simulation] [--trace] [--fused-evaluation] [--plain-arrays]
+        [--json out.json]
+
 Targets (issue): <= 1.15x in simulation, <= 1.5x in the loopback deployment.
 """
 
@@ -117,7 +121,6 @@ def run_deployment(
     With ``trace`` the Flower processes log at DEBUG level (timestamped; a little slower) and the summary gets a
     ``trace`` entry: the median seconds of each phase of a message exchange (:mod:`benchmarks.deployment_trace`).
     """
-    sys.path.insert(0, str(ROOT))
     # The same launch commands, certificates and keys that tests/deploy verifies.
     from tests.deploy.harness import demo_sites, start_deployment
 

@@ -1,8 +1,9 @@
-"""What the throughput benchmark measures about one configuration: FLOPs, memory, a profile and step times.
+"""Measure one :class:`~benchmarks.throughput_bench.RunSpec` in this process: time, FLOPs, memory, profile.
 
-:func:`run_config` builds the configuration's training step (:mod:`benchmarks.throughput_step`) and measures it
-in the calling process; the benchmark calls it in a fresh subprocess per configuration so that the peak RSS
-belongs to that configuration alone.
+:func:`run_config` builds the configuration's bench, counts one real training step's FLOPs
+(:class:`torch.utils.flop_counter.FlopCounterMode`, with the CPU attention kernels added), times the steps,
+reads the process's peak RSS and, when asked, profiles a step by category of operation. The command line
+(:mod:`benchmarks.train_throughput`) runs it in a fresh subprocess per configuration.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from benchmarks.throughput_step import Bench, RunSpec, build_bench, forward_and_loss, train_step
+from benchmarks.throughput_bench import Bench, RunSpec, build_bench, forward_and_loss, train_step
 
 CATEGORIES = ("gemm", "attention", "conv", "norm", "elementwise", "copy+fill", "optimizer", "framework")
 """Profile categories; ``norm`` + ``elementwise`` is the usual "norm+elementwise" group."""
@@ -84,7 +85,6 @@ class RunResult:
         row divided by the bf16 GEMM peak says how close it comes to what bf16 matrix products can reach.
         """
         return self.train_flops_per_image * self.images_per_s / peak_flops_per_s
-
 
 
 # ----------------------------------------------------------------------------------------------- counting
@@ -251,8 +251,8 @@ def profile_breakdown(bench: Bench, steps: int, category_flops: dict[str, int], 
 def run_config(spec: RunSpec) -> RunResult:
     """Build the model of ``spec`` and measure it in this process (see the module docstring).
 
-    The peak-RSS figures are only per-configuration when the process runs nothing else; :func:`main` therefore
-    calls this in a fresh subprocess per configuration.
+    The peak-RSS figures are only per-configuration when the process runs nothing else;
+    :mod:`benchmarks.train_throughput` therefore calls this in a fresh subprocess per configuration.
     """
     torch.set_num_threads(spec.threads)
     bench = build_bench(spec)

@@ -23,14 +23,8 @@ from mtmedformer.errors import ConfigError
 from strategies import keys
 
 EXPERIMENT = "experiment"  # ConfigRecord key: the resolved experiment config as YAML text
-FAULT_PARTITION = "fault-partition"  # run-config keys of the fault-injection switch used by resilience tests
-FAULT_ROUND = "fault-round"
 LOSS_STATE = "mtmedformer.loss"  # node-state keys: learned task weights and optimizer state stay at the site
 OPTIMIZER_STATE = "mtmedformer.optimizer"
-
-
-class InjectedFault(RuntimeError):
-    """Raised on purpose when the run config asks this client to fail (resilience tests)."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -68,16 +62,6 @@ class SiteSession:
     def round_seed(self) -> int:
         """A seed unique to (experiment seed, round, site): reruns and resumed runs train identically."""
         return zlib.crc32(f"{self.cfg.train.seed}/{self.server_round}/{self.name}".encode())
-
-    def maybe_fail(self, phase: str) -> None:
-        """Raise :class:`InjectedFault` when the run config names this partition and round (tests only)."""
-        run = self.context.run_config
-        partition = self.context.node_config.get("partition-id", -2)
-        if int(run.get(FAULT_PARTITION, -1)) == int(partition) and int(run.get(FAULT_ROUND, 0)) in (
-            0,
-            self.server_round,
-        ):
-            raise InjectedFault(f"fault injected at site {self.name}, round {self.server_round}, {phase}")
 
     def model_and_loss(self, arrays: ArrayRecord) -> tuple[nn.Module, nn.Module]:
         """Model and loss with the global weights (strict) and the site's loss weights, on ``train.device``."""

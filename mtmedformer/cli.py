@@ -65,6 +65,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from mtmedformer.config import load_config
+    from mtmedformer.data.sources import load_records, make_datasets
+    from mtmedformer.engine.mim import MimConfig, pretrain
+
+    cfg = load_config(args.config, args.overrides)
+    mim = MimConfig(minutes=args.minutes, mask_ratio=args.mask_ratio, mask_block=args.mask_block, lr=args.lr)
+    datasets = make_datasets(cfg.data, load_records(cfg.data), seed=cfg.train.seed)
+    if "train" not in datasets:
+        raise MTMedFormerError("the data has no training split to pre-train on: check data.val_fraction/test_fraction")
+    result = pretrain(cfg, datasets["train"], args.out, mim)
+    print(f"encoder: {result.path} ({result.steps} steps, {result.epochs} epochs, {result.seconds:.0f} s, "
+          f"masked-patch L1 {result.last_loss:.4f}); start training from it with --set model.pretrained={result.path}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mtmedformer.atomic import atomic_write_json
     from mtmedformer.data.dataset import MedicalImageDataset
@@ -74,12 +90,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mtmedformer.engine.loop import evaluate
     from mtmedformer.engine.setup import build_model_and_loss
     from mtmedformer.engine.trainer import make_loader
-    from mtmedformer.models import fit_widths
 
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt.config
     objects = build_model_and_loss(cfg)
-    fit_widths(objects.model, ckpt.model_state)  # a federated checkpoint may hold grown hidden widths
     objects.model.load_state_dict(ckpt.model_state)
     if ckpt.loss_state:
         objects.loss_fn.load_state_dict(ckpt.loss_state)
@@ -120,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(train)
     train.add_argument("--overwrite", action="store_true", help="reuse a train.output_dir that holds a run")
     train.set_defaults(func=_cmd_train)
+
+    pre = sub.add_parser("pretrain", help="self-supervised (SimMIM) pre-training of the ViT encoder on the train split")
+    _add_config_args(pre)
+    pre.add_argument("--out", type=Path, required=True, help="encoder checkpoint to write (.pt), for model.pretrained")
+    pre.add_argument("--minutes", type=float, default=3.0, help="wall-clock budget (default 3)")
+    pre.add_argument("--mask-ratio", type=float, default=0.6, help="share of mask blocks hidden (default 0.6)")
+    pre.add_argument("--mask-block", type=int, default=32, help="mask block side in pixels (default 32)")
+    pre.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
+    pre.set_defaults(func=_cmd_pretrain)
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint on a manifest CSV")
     ev.add_argument("--checkpoint", type=Path, required=True, help="best.pt or last.pt of a run")

@@ -27,12 +27,11 @@ from mtmedformer.engine.setup import build_model_and_loss
 from mtmedformer.engine.trainer import make_loader
 from mtmedformer.errors import ConfigError
 from mtmedformer.logs import setup_logging
-from mtmedformer.models import fit_widths
 from server.report import write_report
 from server.results import write_results
 from server.rounds import RoundLoop
 from server.settings import ServerSettings
-from server.state import ResumeError, ServerState, restore_strategy_state
+from server.state import ResumeError, ServerState
 from server.strategy_factory import build_strategy
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,6 @@ def pooled_test_evaluator(cfg: ExperimentConfig) -> Callable[[int, dict[str, tor
     loader = make_loader(test_set, cfg, train=False)
 
     def evaluate_global(server_round: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-        fit_widths(objects.model, state)  # a grown global (matching growth) has wider hidden layers
         objects.model.load_state_dict(state)
         metrics = evaluate(objects.model, loader, len(cfg.data.classes))
         return {k: (float("nan") if v is None else v) for k, v in metrics.items()}
@@ -98,8 +96,7 @@ def run_experiment(grid: Grid, settings: ServerSettings, stop_after: int | None 
     cfg = settings.load_experiment()
     run_dir, state = open_run(settings, cfg)
     strategy = build_strategy(cfg)
-    if state.strategy:
-        restore_strategy_state(strategy, state.strategy)
+    strategy.load_state_dict(state.strategy)
     started = time.monotonic()
     server_evaluate = pooled_test_evaluator(cfg) if cfg.federated.server_evaluation else None
     loop = RoundLoop(grid, strategy, cfg, run_dir, state, server_evaluate=server_evaluate, stop_after=stop_after)

@@ -1,9 +1,10 @@
 """The federated round loop: sample, train, screen replies, aggregate, evaluate, record, checkpoint.
 
 Flower's ``Strategy.start`` always begins at round 1 and keeps its history in memory; this loop calls the
-same strategy hooks (``configure_train``, ``aggregate_train``, ``configure_evaluate``) but checkpoints after
-every round, so a killed server resumes at the next round with the same history, and it screens every reply
-before aggregation so that a failed, late or malformed client update never reaches the global model.
+same strategy hooks (``configure_train``, ``aggregate_train``, ``configure_evaluate``, through
+:class:`strategies.server_strategy.ServerStrategy`) but checkpoints after every round, so a killed server
+resumes at the next round with the same history, and it screens every reply (``server/screening.py``) before
+aggregation so that a failed, late or malformed client update never reaches the global model.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,104 +22,44 @@ import torch
 import yaml
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
 
 from mtmedformer.config import ExperimentConfig, to_dict
 from mtmedformer.engine.checkpoint import save_checkpoint
 from mtmedformer.engine.loop import primary_score
 from server.exchange import send_and_receive
 from server.results import AGGREGATE, write_results
-from server.state import ServerState, strategy_state
+from server.screening import Screened, screen_replies
+from server.state import ServerState
 from strategies import keys
 from strategies.metric_aggregation import aggregate_task_metrics
-from strategies.packing import PackingError, pack_content, unpack_content
-from strategies.validation import check_update, check_weight
+from strategies.packing import pack_content
+from strategies.server_strategy import ServerStrategy
+from strategies.validation import check_update
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Screened:
-    """Replies of one phase, split into usable ones and failures (site, reason)."""
+@dataclass(frozen=True)
+class Validation:
+    """Validation metrics of one round's global model, aggregated over the sites.
 
-    accepted: list[Message] = field(default_factory=list)
-    failures: list[dict[str, Any]] = field(default_factory=list)
+    With fused evaluation, round ``r``'s global is evaluated by the sites when they receive it for training in
+    round ``r + 1``; until then it is pending, and its metrics arrive one round late.
 
-
-def _site_of(msg: Message, node_sites: dict[int, str]) -> str:
-    content_site = None
-    if msg.has_content() and keys.SITE in msg.content:
-        content_site = str(msg.content[keys.SITE].get(keys.SITE_NAME, "")) or None
-    node = int(msg.metadata.src_node_id)
-    if content_site:
-        node_sites[node] = content_site
-    return content_site or node_sites.get(node, f"node-{node}")
-
-
-def _metrics(msg: Message) -> dict[str, float]:
-    return dict(msg.content[keys.METRICS]) if keys.METRICS in msg.content else {}
-
-
-def _reply_problem(reply: Message, reference: dict[str, np.ndarray] | None) -> str | None:
-    """What makes ``reply`` unusable, or None; a packed reply's arrays are unpacked (in place) first."""
-    if reply.has_error():
-        return f"client failed: {reply.error.reason}"
-    try:
-        unpack_content(reply.content)
-    except PackingError as err:
-        return f"malformed packed arrays: {err}"
-    if keys.METRICS not in reply.content:
-        return "reply has no metric record"
-    problem = check_weight(_metrics(reply), keys.NUM_EXAMPLES)
-    if problem is None and reference is not None:
-        if keys.ARRAYS not in reply.content:
-            return "training reply has no model arrays"
-        update = {k: v.numpy() for k, v in reply.content[keys.ARRAYS].items()}
-        problem = check_update(update, reference)
-    return problem
-
-
-def screen_replies(
-    sent: list[Message],
-    replies: Iterable[Message],
-    node_sites: dict[int, str],
-    reference: dict[str, np.ndarray] | None,
-) -> Screened:
-    """Keep well-formed replies; describe every missing, failed or malformed one.
-
-    Parameters
+    Attributes
     ----------
-    sent
-        The messages sent this phase (their destinations that did not reply are reported as dropped).
-    replies
-        What came back within the round timeout.
-    node_sites
-        Node id -> site name, updated from replies.
-    reference
-        The global arrays sent for training, to check updates against; None for evaluation replies.
+    round
+        The round whose global model was evaluated.
+    metrics
+        Weighted metrics over the sites and ``mean_score`` (empty when no site evaluated it).
     """
-    out = Screened()
-    replies = list(replies)
-    replied = {int(r.metadata.src_node_id) for r in replies}
-    for msg in sent:
-        node = int(msg.metadata.dst_node_id)
-        if node not in replied:
-            reason = "no reply within the round timeout (site offline, dropped out, or too slow)"
-            out.failures.append({"site": node_sites.get(node, f"node-{node}"), "node_id": node, "reason": reason})
-    for reply in replies:
-        site, node = _site_of(reply, node_sites), int(reply.metadata.src_node_id)
-        problem = _reply_problem(reply, reference)
-        if problem is None:
-            out.accepted.append(reply)
-        else:
-            out.failures.append({"site": site, "node_id": node, "reason": problem})
-    # Aggregation sums in reply order; a fixed order makes rounds (and resumed runs) bit-reproducible.
-    out.accepted.sort(key=lambda m: _site_of(m, node_sites))
-    return out
+
+    round: int
+    metrics: dict[str, float]
 
 
 def _bytes_of(messages: list[Message]) -> int:
-    """Bytes of the model arrays the messages carry (per message: slices of a grown model differ in size)."""
+    """Bytes of the model arrays the messages carry."""
     return sum(m.content[keys.ARRAYS].count_bytes() for m in messages if m.has_content() and keys.ARRAYS in m.content)
 
 
@@ -126,9 +67,9 @@ def _numpy_state(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in state.items()}
 
 
-def _as_reference_dtypes(arrays: ArrayRecord, reference: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def _as_reference_dtypes(arrays: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     # Weighted averaging turns integer buffers (e.g. BatchNorm's num_batches_tracked) into floats: cast back.
-    return {k: torch.from_numpy(np.asarray(v.numpy()).astype(reference[k].dtype)) for k, v in arrays.items()}
+    return {k: np.asarray(v).astype(reference[k].dtype) if k in reference else np.asarray(v) for k, v in arrays.items()}
 
 
 class RoundLoop:
@@ -139,7 +80,7 @@ class RoundLoop:
     grid
         Flower grid to reach the sites.
     strategy
-        A Flower Message-API strategy (or the project's matching strategy).
+        The aggregation strategy (``server/strategy_factory.py``).
     cfg
         The experiment config.
     run_dir
@@ -155,7 +96,7 @@ class RoundLoop:
     def __init__(
         self,
         grid: Grid,
-        strategy: Strategy,
+        strategy: ServerStrategy,
         cfg: ExperimentConfig,
         run_dir: Path,
         state: ServerState,
@@ -181,7 +122,7 @@ class RoundLoop:
     def _exchange(self, sent: list[Message]) -> list[Message]:
         """Send ``sent`` (packed when ``federated.pack_arrays``) and return the replies as they arrived.
 
-        Replies stay packed until :func:`screen_replies` unpacks and checks them.
+        Replies stay packed until :func:`~server.screening.screen_replies` decodes and checks them.
         """
         if self.cfg.federated.pack_arrays:
             for msg in sent:
@@ -191,13 +132,10 @@ class RoundLoop:
     def _record(self, server_round: int, phase: str, site: str, metrics: dict[str, Any]) -> None:
         self.state.history.append({"round": server_round, "phase": phase, "site": site, **metrics})
 
-    def _record_replies(self, rnd: int, phase: str, screened: Screened) -> None:
-        """Log and record every failure of ``phase``, and record each accepted site's metrics."""
-        self._record_sites(rnd, phase, screened.failures, [(self._site(r), _metrics(r)) for r in screened.accepted])
-
     def _record_sites(
         self, rnd: int, phase: str, failures: list[dict[str, Any]], rows: list[tuple[str, dict[str, Any]]]
     ) -> None:
+        """Log and record every failure of ``phase``, and record each accepted site's metrics."""
         for failure in failures:
             log.warning("round %d: %s reply of site %s rejected: %s", rnd, phase, failure["site"], failure["reason"])
             details = {"node_id": failure["node_id"], "reason": failure["reason"], "failed_phase": phase}
@@ -205,24 +143,17 @@ class RoundLoop:
         for site, metrics in rows:
             self._record(rnd, phase, site, metrics)
 
-    def _site(self, reply: Message) -> str:
-        return _site_of(reply, self.state.node_sites)
-
-    def _train(
-        self, rnd: int, arrays: ArrayRecord, prior_split: str | None = None
-    ) -> tuple[dict[str, float], Screened]:
+    def _train(self, rnd: int, prior_split: str | None = None) -> tuple[dict[str, float], Screened]:
         """Train round ``rnd``; with ``prior_split`` the sites first evaluate the received model on that split."""
         reference = _numpy_state(self.state.global_state)
-        # Clients reply at the configured width even when the strategy keeps a grown global (matching growth).
-        reply_reference = getattr(self.strategy, "reply_reference", lambda state: state)(reference)
-        resizable = getattr(self.strategy, "growable_axes", dict)()
         extra = {keys.PRIOR_EVAL_SPLIT: prior_split} if prior_split else {}
-        sent = list(self.strategy.configure_train(rnd, arrays, self._config(rnd, **extra), self.grid))
+        arrays = ArrayRecord(self.state.global_state)
+        sent = self.strategy.configure_train(rnd, arrays, self._config(rnd, **extra), self.grid)
         self.bytes_sent += _bytes_of(sent)
         replies = self._exchange(sent)
         self.bytes_received += _bytes_of(replies)
-        screened = screen_replies(sent, replies, self.state.node_sites, reply_reference)
-        self._record_replies(rnd, "train", screened)
+        screened = screen_replies(sent, replies, self.state.node_sites, reference, prior_eval=prior_split is not None)
+        self._record_sites(rnd, "train", screened.failures, [(r.site, dict(r.metrics)) for r in screened.accepted])
         if len(screened.accepted) < self.cfg.federated.min_train_nodes:
             log.error(
                 "round %d: only %d of %d sites returned usable updates (< federated.min_train_nodes=%d); "
@@ -233,17 +164,17 @@ class RoundLoop:
                 self.cfg.federated.min_train_nodes,
             )
             return {}, screened
-        new_arrays, strategy_metrics = self.strategy.aggregate_train(rnd, screened.accepted)
-        if new_arrays is not None:
-            candidate = _as_reference_dtypes(new_arrays, reference)
-            problem = check_update({k: v.numpy() for k, v in candidate.items()}, reference, resizable)
+        aggregate = self.strategy.aggregate_train(rnd, screened.accepted)
+        if aggregate.arrays is not None:
+            candidate = _as_reference_dtypes(aggregate.arrays, reference)
+            problem = check_update(candidate, reference)
             if problem is None:
-                self.state.global_state = candidate
+                self.state.global_state = {k: torch.from_numpy(v) for k, v in candidate.items()}
             else:
                 log.error("round %d: aggregate rejected (%s); global model kept", rnd, problem)
-        train_metrics = aggregate_task_metrics(_metrics(r) for r in screened.accepted)
+        train_metrics = aggregate_task_metrics(r.metrics for r in screened.accepted)
         # Strategy diagnostics (e.g. matching/...) that the clients' metrics do not have.
-        train_metrics.update({k: v for k, v in dict(strategy_metrics or {}).items() if k not in train_metrics})
+        train_metrics.update({k: v for k, v in aggregate.metrics.items() if k not in train_metrics})
         self._record(rnd, "train", AGGREGATE, train_metrics)
         return train_metrics, screened
 
@@ -251,34 +182,24 @@ class RoundLoop:
         """Evaluate the global model on every sampled site's ``split``; record per-site and weighted metrics."""
         arrays = ArrayRecord(self.state.global_state)
         config = self._config(rnd, **{keys.EVALUATE_SPLIT: split})
-        sent = list(self.strategy.configure_evaluate(rnd, arrays, config, self.grid))
+        sent = self.strategy.configure_evaluate(rnd, arrays, config, self.grid)
         if not sent:
             return {}
         self.bytes_sent += _bytes_of(sent)
         replies = self._exchange(sent)
         screened = screen_replies(sent, replies, self.state.node_sites, None)
-        rows = [(self._site(r), _metrics(r)) for r in screened.accepted]
+        rows = [(r.site, dict(r.metrics)) for r in screened.accepted]
         return self._record_evaluation(rnd, "val" if split == "val" else split, screened.failures, rows)
 
-    def _prior_evaluation(self, rnd: int, trained: Screened) -> tuple[dict[str, float], dict[str, float]]:
+    def _prior_evaluation(self, rnd: int, trained: Screened) -> tuple[Validation, dict[str, float]]:
         """Record the evaluation of round ``rnd``'s global that the sites ran before training round ``rnd + 1``.
 
-        Returns the weighted metrics and, per site, the seconds its evaluation took. Sites whose training reply
-        was rejected are missing here too (their failure is already recorded).
+        Returns the validation and, per site, the seconds its evaluation took. Sites whose training reply was
+        rejected are missing here too (their failure is already recorded).
         """
-        failures, rows = [], []
-        for reply in trained.accepted:
-            metrics = dict(reply.content[keys.PRIOR_EVAL]) if keys.PRIOR_EVAL in reply.content else {}
-            problem = check_weight(metrics, keys.NUM_EXAMPLES) if metrics else (
-                "the training reply carries no evaluation of the received model (client app older than the server)"
-            )
-            if problem is None:
-                rows.append((self._site(reply), metrics))
-            else:
-                node = int(reply.metadata.src_node_id)
-                failures.append({"site": self._site(reply), "node_id": node, "reason": problem})
+        rows = [(r.site, dict(r.prior_eval)) for r in trained.accepted if r.prior_eval is not None]
         seconds = {site: float(metrics.get(keys.EVAL_SECONDS, 0.0)) for site, metrics in rows}
-        return self._record_evaluation(rnd, "val", failures, rows), seconds
+        return Validation(rnd, self._record_evaluation(rnd, "val", trained.prior_failures, rows)), seconds
 
     def _record_evaluation(
         self, rnd: int, phase: str, failures: list[dict[str, Any]], rows: list[tuple[str, dict[str, Any]]]
@@ -292,8 +213,9 @@ class RoundLoop:
             self._record(rnd, phase, AGGREGATE, metrics)
         return metrics
 
-    def _save_model(self, rnd: int, val: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
-        """Write round ``rnd``'s global model ``state`` with its metrics; also as best.pt when it is the best."""
+    def _save_model(self, validation: Validation, state: dict[str, torch.Tensor]) -> None:
+        """Write the evaluated round's global model ``state`` with its metrics; also as best.pt when it is the best."""
+        rnd, val = validation.round, validation.metrics
         model_ckpt = {"config": self.cfg, "epoch": rnd, "metrics": {k: v for k, v in val.items() if v is not None}}
         save_checkpoint(self.run_dir / "checkpoints" / f"round_{rnd:03d}.pt", model=state, **model_ckpt)
         score = val.get(self.cfg.train.monitor)
@@ -301,11 +223,12 @@ class RoundLoop:
             self.state.best = {"round": rnd, "score": float(score)}
             save_checkpoint(self.run_dir / "checkpoints" / "best.pt", model=state, **model_ckpt)
 
-    def _checkpoint(self, rnd: int, val: dict[str, Any], save_model: bool = True) -> None:
-        if save_model:
-            self._save_model(rnd, val, self.state.global_state)
+    def _checkpoint(self, rnd: int, validation: Validation | None) -> None:
+        """Close round ``rnd``: its model file when its validation is known, results files, then the state."""
+        if validation is not None:
+            self._save_model(validation, self.state.global_state)
         self.state.round = rnd
-        self.state.strategy = strategy_state(self.strategy)
+        self.state.strategy = self.strategy.state_dict()
         write_results(self.run_dir, self.state.history)
         self.state.save(self.run_dir / "server_state.pt")  # last: the state never points past the files above
 
@@ -337,9 +260,10 @@ class RoundLoop:
         """Run the remaining rounds; return the final state.
 
         With ``federated.fused_evaluation`` every round but the last has one exchange: its train message asks
-        the sites to evaluate the received global (round ``r - 1``'s) on their validation split before training,
-        and those metrics are recorded, round ``r - 1``'s model file written and best.pt chosen then. The last
-        round evaluates its global in a separate exchange, so every round's global is evaluated exactly once.
+        the sites to evaluate the received global (round ``r - 1``'s, pending until now) on their validation
+        split before training, and those metrics are recorded, round ``r - 1``'s model file written and best.pt
+        chosen then. The last round evaluates its global in a separate exchange, so every round's global is
+        evaluated exactly once.
         """
         total = self.cfg.federated.rounds
         fused = self.cfg.federated.fused_evaluation
@@ -348,34 +272,30 @@ class RoundLoop:
         for rnd in range(first, total + 1):
             t0 = time.monotonic()
             self.bytes_sent = self.bytes_received = 0
-            previous = self.state.global_state
-            shown_round, val = 0, {}
-            prior_split = "val" if fused and rnd > 1 else None
-            train_metrics, trained = self._train(rnd, ArrayRecord(previous), prior_split)
+            previous = self.state.global_state  # round rnd - 1's global, sent for training
+            pending = fused and rnd > 1  # its validation comes with this round's training replies
+            train_metrics, trained = self._train(rnd, "val" if pending else None)
+            evaluated: list[Validation] = []  # the validations that arrived this round, oldest model first
             prior_seconds: dict[str, float] = {}
-            if prior_split:
-                val, prior_seconds = self._prior_evaluation(rnd - 1, trained)
-                shown_round = rnd - 1
-                self._save_model(rnd - 1, val, previous)  # round r-1's model file, once its metrics are known
+            if pending:
+                validation, prior_seconds = self._prior_evaluation(rnd - 1, trained)
+                self._save_model(validation, previous)  # round rnd - 1's model file, once its metrics are known
+                evaluated.append(validation)
             if not fused or rnd == total:
-                shown_round, val = rnd, self.evaluate_split(rnd, "val")
+                evaluated.append(Validation(rnd, self.evaluate_split(rnd, "val")))
             if self.server_evaluate is not None:
                 server_metrics = self.server_evaluate(rnd, self.state.global_state)
                 self._record(rnd, "server", AGGREGATE, server_metrics)
             n_ok = len(trained.accepted)
             costs = self._round_costs(rnd, time.monotonic() - t0, n_ok, prior_seconds)
             self._record(rnd, "round", AGGREGATE, costs)
-            # Fused, before the last round: this round's model file waits for its metrics (next round); the
-            # server state written here holds the model, so a resumed run loses nothing.
-            self._checkpoint(rnd, val if shown_round == rnd else {}, save_model=shown_round == rnd)
+            # Fused, before the last round, this round's model is pending: its model file waits for its metrics
+            # (next round); the server state written here holds the model, so a resumed run loses nothing.
+            own = next((v for v in evaluated if v.round == rnd), None)
+            self._checkpoint(rnd, own)
+            shown = evaluated[-1] if evaluated else Validation(0, {})
             done = rnd - first + 1
             eta = (time.monotonic() - started) / done * (total - rnd)
-            shown = "  ".join(
-                f"{k} {v:.3f}"
-                for k, v in val.items()
-                if k.split("/")[-1] in ("auc", "dice", "map50") or k == "mean_score"
-                if isinstance(v, float) and not math.isnan(v)
-            )
             log.info(
                 "round %d/%d | %d sites trained, loss %.3f | val (round %d model) %s | %.0fs "
                 "(elapsed %.0fs, ETA %.0fs)",
@@ -383,8 +303,8 @@ class RoundLoop:
                 total,
                 n_ok,
                 train_metrics.get(keys.LOSS, float("nan")),
-                shown_round,
-                shown or "n/a",
+                shown.round,
+                _headline(shown.metrics) or "n/a",
                 time.monotonic() - t0,
                 time.monotonic() - started,
                 eta,
@@ -392,3 +312,13 @@ class RoundLoop:
             if self.stop_after is not None and rnd >= self.stop_after:
                 break
         return self.state
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    """The per-task headline metrics and ``mean_score`` of a validation, for the round's log line."""
+    return "  ".join(
+        f"{k} {v:.3f}"
+        for k, v in metrics.items()
+        if k.split("/")[-1] in ("auc", "dice", "map50") or k == "mean_score"
+        if isinstance(v, float) and not math.isnan(v)
+    )

@@ -6,57 +6,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from flwr.serverapp.strategy import Strategy
 
 from mtmedformer.atomic import atomic_torch_save
 from mtmedformer.errors import MTMedFormerError
 
 FORMAT = "mtmedformer-fl-server-state"
 VERSION = 1
-# Attributes of Flower's strategies that carry state across rounds (FedOpt moments, FedAvgM momentum).
-_STRATEGY_ATTRS = ("m_t", "v_t", "momentum_vector")
 
 
 class ResumeError(MTMedFormerError):
     """The run folder cannot be resumed (no state, another config, or a damaged file)."""
-
-
-def _to_torch(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, dict):
-        return {k: _to_torch(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_torch(v) for v in value]
-    return value
-
-
-def _to_numpy(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.numpy()
-    if isinstance(value, dict):
-        return {k: _to_numpy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_numpy(v) for v in value]
-    return value
-
-
-def strategy_state(strategy: Strategy) -> dict[str, Any]:
-    """The strategy's cross-round state as tensors (its own ``state_dict()`` when it has one)."""
-    if hasattr(strategy, "state_dict"):
-        return {"custom": strategy.state_dict()}
-    return {a: _to_torch(getattr(strategy, a)) for a in _STRATEGY_ATTRS if getattr(strategy, a, None) is not None}
-
-
-def restore_strategy_state(strategy: Strategy, state: dict[str, Any]) -> None:
-    """Inverse of :func:`strategy_state`."""
-    if "custom" in state:
-        strategy.load_state_dict(state["custom"])
-        return
-    for attr, value in state.items():
-        setattr(strategy, attr, _to_numpy(value))
 
 
 @dataclass
@@ -70,7 +30,7 @@ class ServerState:
     global_state
         The global model's state dict.
     strategy
-        The strategy's cross-round state (see :func:`strategy_state`).
+        The strategy's cross-round state (:meth:`strategies.server_strategy.ServerStrategy.state_dict`).
     history
         One row per (round, phase, site or aggregate) written so far.
     config

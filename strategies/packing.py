@@ -4,9 +4,9 @@ Flower 1.42 moves a Message as a tree of content-addressed objects: every ``Arra
 object (and every 5 MB chunk of it another), and each object is one request between ClientApp, SuperNode and
 SuperLink, signed and sent over TLS in deployment, with two requests in flight on a 2-core machine. A ViT-tiny
 state dict has 115 tensors, so one model costs ~140 requests per hop; packed it costs ~5. Nothing else
-changes: the packed message carries the tensors' names, shapes and dtypes in a ConfigRecord (``layout``), both
-ends restore the same named ``ArrayRecord`` before any training or aggregation code sees it, and the server
-still screens every named tensor of every update (``strategies.validation``).
+changes: the packed message carries the tensors' names, shapes and dtypes in a ConfigRecord (``layout``), the
+ClientApp restores the same named ``ArrayRecord`` before any training code sees it, and the server decodes
+every reply once into named numpy arrays (:func:`decode_arrays`) and screens every named tensor of it.
 
 Packing is ``pack_content`` / ``unpack_content`` on a Message's RecordDict. The server packs what it sends
 when ``federated.pack_arrays`` is on (the default); the ClientApp's :func:`packing_mod` unpacks what arrives
@@ -65,6 +65,22 @@ def _raw(array: Array) -> tuple[np.dtype, tuple[int, ...], memoryview]:
     return dtype, tuple(shape), memoryview(array.data)[stream.tell():]
 
 
+def to_array(value: np.ndarray) -> Array:
+    """A numpy-serialized Flower ``Array`` of ``value`` (C order), written with one copy of its bytes.
+
+    The same bytes ``Array(value)`` holds (``np.save`` output), without ``np.save``'s intermediate buffer.
+    """
+    if not value.flags.c_contiguous:  # (np.ascontiguousarray would also turn a 0-d array into shape (1,))
+        value = np.ascontiguousarray(value)
+    return _array(value.dtype, value.shape, memoryview(value.reshape(-1).view(np.uint8)))
+
+
+def array_view(array: Array) -> np.ndarray:
+    """A read-only numpy view of a numpy-serialized ``Array``'s values, without copying them."""
+    dtype, shape, raw = _raw(array)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)  # (prod(shape),) -> shape
+
+
 def pack_arrays(record: ArrayRecord) -> tuple[ArrayRecord, ConfigRecord]:
     """Concatenate ``record``'s arrays, flattened in order, into one 1-D array per dtype.
 
@@ -104,15 +120,10 @@ def _read_layout(layout: ConfigRecord) -> list[tuple[str, tuple[int, ...], str]]
     return entries
 
 
-def unpack_arrays(packed: ArrayRecord, layout: ConfigRecord) -> ArrayRecord:
-    """Cut a packed record back into the named arrays ``layout`` describes, in the same order.
-
-    Raises
-    ------
-    PackingError
-        If a dtype's packed array is missing, is not 1-D, is shorter or longer than the layout's tensors of that
-        dtype, or if the layout itself is malformed.
-    """
+def _checked_parts(
+    packed: ArrayRecord, layout: ConfigRecord
+) -> tuple[list[tuple[str, tuple[int, ...], str]], dict[str, tuple[np.dtype, tuple[int, ...], memoryview]]]:
+    """The layout's entries and each dtype's raw packed bytes, once their lengths are checked against each other."""
     entries = _read_layout(layout)
     flat = {key: _raw(array) for key, array in packed.items()}
     needed: dict[str, int] = {}
@@ -126,7 +137,20 @@ def unpack_arrays(packed: ArrayRecord, layout: ConfigRecord) -> ArrayRecord:
             raise PackingError(
                 f"packed {key} array has shape {shape} and dtype {dtype.str}, the layout needs ({count},) {key}"
             )
-    offsets = dict.fromkeys(needed, 0)
+    return entries, flat
+
+
+def unpack_arrays(packed: ArrayRecord, layout: ConfigRecord) -> ArrayRecord:
+    """Cut a packed record back into the named arrays ``layout`` describes, in the same order.
+
+    Raises
+    ------
+    PackingError
+        If a dtype's packed array is missing, is not 1-D, is shorter or longer than the layout's tensors of that
+        dtype, or if the layout itself is malformed.
+    """
+    entries, flat = _checked_parts(packed, layout)
+    offsets = dict.fromkeys(flat, 0)
     out: dict[str, Array] = {}
     for name, shape, key in entries:
         dtype, _, raw = flat[key]
@@ -134,6 +158,34 @@ def unpack_arrays(packed: ArrayRecord, layout: ConfigRecord) -> ArrayRecord:
         out[name] = _array(dtype, shape, raw[offsets[key] : offsets[key] + size])
         offsets[key] += size
     return ArrayRecord(out)
+
+
+def decode_arrays(content: RecordDict) -> dict[str, np.ndarray]:
+    """The model arrays of a message's content as numpy arrays by name, in order: the one decoding of a reply.
+
+    A packed content is read straight from its packed bytes: each dtype's buffer is copied once and every
+    tensor is a (writable, C-contiguous) view of that copy, so the model is copied once in all. A plain
+    ``ArrayRecord`` is read array by array (``Array.numpy``). ``content`` is not modified.
+
+    Raises
+    ------
+    PackingError
+        If ``content`` has no model arrays, or packed arrays that do not match their layout (see
+        :func:`unpack_arrays`).
+    """
+    if keys.ARRAYS not in content:
+        raise PackingError("the message carries no model arrays")
+    if not is_packed(content):
+        return {name: array.numpy() for name, array in content[keys.ARRAYS].items()}
+    entries, flat = _checked_parts(content[keys.ARRAYS], content[LAYOUT])
+    buffers = {key: np.frombuffer(raw, dtype=dtype).copy() for key, (dtype, _, raw) in flat.items()}  # (count,)
+    offsets = dict.fromkeys(flat, 0)
+    out: dict[str, np.ndarray] = {}
+    for name, shape, key in entries:
+        count = int(np.prod(shape, dtype=np.int64))
+        out[name] = buffers[key][offsets[key] : offsets[key] + count].reshape(shape)  # (count,) -> shape, a view
+        offsets[key] += count
+    return out
 
 
 def is_packed(content: RecordDict) -> bool:

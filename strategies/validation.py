@@ -8,9 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 
-def check_update(
-    update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], resizable: Mapping[str, int] | None = None
-) -> str | None:
+def check_update(update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> str | None:
     """Say what is wrong with a client's state dict compared with the global one, or return None.
 
     Parameters
@@ -19,9 +17,6 @@ def check_update(
         The client's arrays by parameter name.
     reference
         The global model's arrays the client was sent.
-    resizable
-        Key -> the one axis whose length may differ from ``reference`` (a grown MLP or decoder hidden width
-        after matching with growth); every other axis must match. Default none.
 
     Returns
     -------
@@ -40,7 +35,7 @@ def check_update(
         return "; ".join(parts) + ": the client runs a different model config or version"
     for name, ref in reference.items():
         value = update[name]
-        if not _shape_fits(tuple(value.shape), tuple(ref.shape), (resizable or {}).get(name)):
+        if tuple(value.shape) != tuple(ref.shape):
             return f"'{name}' has shape {tuple(value.shape)}, expected {tuple(ref.shape)}"
         if value.dtype != ref.dtype:
             return f"'{name}' has dtype {value.dtype}, expected {ref.dtype}"
@@ -48,13 +43,6 @@ def check_update(
             bad = int(value.size - np.isfinite(value).sum())
             return f"'{name}' holds {bad} NaN/Inf values: local training diverged"
     return None
-
-
-def _shape_fits(shape: tuple[int, ...], expected: tuple[int, ...], free_axis: int | None) -> bool:
-    if free_axis is None or len(shape) != len(expected):
-        return shape == expected
-    same = all(a == b for i, (a, b) in enumerate(zip(shape, expected, strict=True)) if i != free_axis)
-    return same and shape[free_axis] >= 1
 
 
 def check_weight(metrics: Mapping[str, object], key: str) -> str | None:

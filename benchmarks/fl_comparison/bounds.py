@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from benchmarks.fl_comparison.common import (
     log,
     measure_cost,
     pooled_splits,
+    settings_of,
     site_splits,
     start,
     write_json,
@@ -49,7 +49,10 @@ from mtmedformer.config import ExperimentConfig, to_dict
 from mtmedformer.engine.trainer import fit
 from mtmedformer.errors import ConfigError
 
-RESULTS_FILE = "bounds.json"
+SETTINGS = {  # key in bounds.json -> command-line attribute
+    "epochs_local": "epochs", "epochs_centralized": "central_epochs", "minutes_local": "minutes",
+    "minutes_centralized": "central_minutes", "warmup_steps": "warmup", "partitions": "partitions", "quick": "quick",
+}  # fmt: skip
 RUN_RESULT = "bound_result.json"  # per run folder: metrics and the config, to reuse a finished run
 
 
@@ -202,36 +205,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     site_tests = {s.name: s.test for s in site_splits(cfg, NUM_SITES)}
     cost = measure_cost(cfg, pooled["train"])
     estimate = plan_seconds(cost, args, pooled)
-    results = begin_part(
-        "bounds",
-        estimate,
+    detail = (
         f"centralized {args.central_epochs} epochs + local-only on {len(args.partitions)} partitions, "
-        f"{args.epochs} epochs each, {cost.train_s_per_image * 1000:.0f} ms per training image",
-        args,
-        {
-            "epochs_local": args.epochs,
-            "epochs_centralized": args.central_epochs,
-            "minutes_local": args.minutes,
-            "minutes_centralized": args.central_minutes,
-            "warmup_steps": args.warmup,
-            "partitions": args.partitions,
-            "quick": args.quick,
-            "base_config": base,
-        },
-        pooled={k: len(v) for k, v in pooled.items()},
+        f"{args.epochs} epochs each, {cost.train_s_per_image * 1000:.0f} ms per training image"
     )
-    if results is None:
+    settings = settings_of(args, SETTINGS) | {"base_config": base}
+    run = begin_part("bounds", args, out, (estimate, detail), settings, pooled={k: len(v) for k, v in pooled.items()})
+    if run is None:
         return {"estimate_s": estimate}
-    began = time.monotonic()
-    results["centralized"] = centralized(base, args, out, pooled, site_tests)
-    results["local"] = {}
-    write_json(out / RESULTS_FILE, results)
+    run.results["centralized"] = centralized(base, args, out, pooled, site_tests)
+    run.results["local"] = {}
+    run.save()
     for partition in args.partitions:
-        results["local"][partition] = local_only(base, args, out, partition, pooled)
-        results["seconds"] = time.monotonic() - began
-        write_json(out / RESULTS_FILE, results)
-    log.info("bounds done in %.1f min: %s", (time.monotonic() - began) / 60, out / RESULTS_FILE)
-    return results
+        run.results["local"][partition] = local_only(base, args, out, partition, pooled)
+        run.save()
+    return run.finish()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -345,30 +345,81 @@ def announce_estimate(part: str, seconds: float, detail: str) -> None:
     print(f"[{part}] estimated wall time: {seconds / 60:.1f} min ({detail})", flush=True)
 
 
+@dataclass
+class PartRun:
+    """The results record of one part while it runs, saved to ``<out>/<part>.json`` after every finished step.
+
+    Attributes
+    ----------
+    part
+        The part's name, also the stem of its results file (``one_shot``, ``iterative``, ...).
+    out
+        The part's ``--out`` folder.
+    results
+        The record so far: ``settings`` and ``machine`` first, then whatever the part adds.
+    began
+        ``time.monotonic()`` when the part started measuring; ``results["seconds"]`` counts from here.
+    """
+
+    part: str
+    out: Path
+    results: dict[str, Any]
+    began: float = field(default_factory=time.monotonic)
+
+    @property
+    def path(self) -> Path:
+        """The part's results JSON, ``<out>/<part>.json``."""
+        return self.out / f"{self.part}.json"
+
+    def save(self) -> Path:
+        """Write the record with the seconds spent so far (an interrupted part leaves what it finished)."""
+        self.results["seconds"] = time.monotonic() - self.began
+        return write_json(self.path, self.results)
+
+    def finish(self) -> dict[str, Any]:
+        """Save the record, log the part's wall time and return the record."""
+        self.save()
+        log.info("%s done in %.1f min: %s", self.part, self.results["seconds"] / 60, self.path)
+        return self.results
+
+
+def settings_of(args: argparse.Namespace, names: Mapping[str, str]) -> dict[str, Any]:
+    """The settings a part records: ``{key: args.<attribute>}`` for every ``key -> attribute`` of ``names``."""
+    return {key: getattr(args, attribute) for key, attribute in names.items()}
+
+
 def begin_part(
-    part: str, estimate_s: float, detail: str, args: argparse.Namespace, settings: Mapping[str, Any], **extra: Any
-) -> dict[str, Any] | None:
-    """Announce a part's time estimate, then start its results record, or stop there with ``--estimate-only``.
+    part: str,
+    args: argparse.Namespace,
+    out: Path,
+    estimate: tuple[float, str],
+    settings: Mapping[str, Any],
+    **extra: Any,
+) -> PartRun | None:
+    """Announce a part's time estimate and, unless ``--estimate-only`` was given, start its results record.
 
     Parameters
     ----------
     part
-        The part's name, as printed and as its results file is named.
-    estimate_s, detail
-        The estimated wall time, seconds, and what it covers (see :func:`announce_estimate`).
+        The part's name (see :class:`PartRun`).
     args
         The part's parsed arguments (``estimate_only`` is read).
+    out
+        The part's ``--out`` folder.
+    estimate
+        ``(seconds, detail)``: the estimated wall time and what it covers, printed before anything trains.
     settings
         The part's settings, stored first in the record.
-    **extra
-        Further top-level entries of the record, after ``settings`` and ``machine``.
+    extra
+        More top-level entries of the record (after ``settings`` and ``machine``).
 
     Returns
     -------
-    dict or None
-        ``{"settings": ..., "machine": machine_info(), **extra}``, or None when only the estimate was asked for.
+    PartRun or None
+        None with ``--estimate-only``: the caller returns ``{"estimate_s": seconds}`` without training.
     """
-    announce_estimate(part, estimate_s, detail)
+    seconds, detail = estimate
+    announce_estimate(part, seconds, detail)
     if args.estimate_only:
         return None
-    return {"settings": dict(settings), "machine": machine_info(), **extra}
+    return PartRun(part, out, {"settings": dict(settings), "machine": machine_info(), **extra})

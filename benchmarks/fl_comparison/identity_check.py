@@ -38,7 +38,6 @@ from benchmarks.fl_comparison.common import (
     start,
     train_images_per_round,
     weighted_average,
-    write_json,
 )
 from mtmedformer.config import ExperimentConfig
 from mtmedformer.data.site import SiteData
@@ -49,8 +48,6 @@ from server.app import initial_state
 from strategies.matching import ClientUpdate, MatchingConfig, build_spec, match_and_merge
 from strategies.matching.permute import moved_fraction
 from strategies.matching.posterior import tensor_scales
-
-RESULTS_FILE = "identity_check.json"
 
 
 def _distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
@@ -114,16 +111,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cost = measure_cost(cfg, sites[0].train)
     images = train_images_per_round([len(s.train) for s in sites], cfg.train.batch_size, 1, steps)
     estimate = cost.seconds(2 * images, 0)
-    results = begin_part(
-        "identity_check",
-        estimate,
-        "2 rounds of one local epoch at 3 clients, plus 2 matchings",
-        args,
-        {"alpha": args.alpha, "local_steps": steps, "quick": args.quick},
-    )
-    if results is None:
+    detail = "2 rounds of one local epoch at 3 clients, plus 2 matchings"
+    settings = {"alpha": args.alpha, "local_steps": steps, "quick": args.quick}
+    run = begin_part("identity_check", args, out, (estimate, detail), settings)
+    if run is None:
         return {"estimate_s": estimate}
-    began = time.monotonic()
+    results = run.results
     init = initial_state(cfg).global_state
     round1 = local_round(cfg, sites, init, steps, 1)
     results["round-1"] = check(cfg, round1, init)
@@ -137,9 +130,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             results[key]["relative_gap"] or 0.0,
             results[key]["moved_residual"],
         )
-    results["seconds"] = time.monotonic() - began
-    write_json(out / RESULTS_FILE, results)
-    return results
+    return run.finish()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ The pooled synthetic mammography set (3 sites) is re-partitioned into J = 3 clie
 (Hsu et al. 2019) for every ``alpha`` in ``--alphas`` (0.1: each client holds mostly one label; 100: close to
 IID), and every strategy runs ``--rounds`` rounds with ``--epochs`` local epochs (capped at ``--local-steps``
 optimisation steps per round). Each run is a real federated run of the project's ServerApp round loop and
-ClientApp, in process (:class:`server.inprocess.InProcessGrid`: sequential clients, deterministic, no Ray),
+ClientApp, in process (:class:`fltesting.inprocess.InProcessGrid`: sequential clients, deterministic, no Ray),
 with ``federated.server_evaluation`` on, so the global model of every round is scored on the pooled test split.
 
 Runs land in ``<out>/iterative/<run>/`` (rounds.jsonl, sites.jsonl, checkpoints, report.md); a run that is
@@ -39,22 +39,25 @@ from benchmarks.fl_comparison.common import (
     measure_cost,
     moved_by_kind,
     pooled_splits,
+    settings_of,
     site_splits,
     start,
     train_images_per_round,
-    write_json,
 )
 from client.app import app as client_app
+from fltesting.inprocess import InProcessGrid
 from mtmedformer.config import ExperimentConfig
 from mtmedformer.config.loader import deep_merge
 from mtmedformer.data.partition import describe_partitions, partition_records
 from mtmedformer.data.sources import load_records
 from server.app import run_experiment
-from server.inprocess import InProcessGrid
 from server.settings import ServerSettings
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "bnp_matching")
-RESULTS_FILE = "iterative.json"
+SETTINGS = {  # key in iterative.json -> command-line attribute
+    "alphas": "alphas", "local_epochs": "epochs", "strategies": "strategies", "rounds": "rounds",
+    "local_steps": "local_steps", "proximal_mu": "proximal_mu", "server_lr": "server_lr", "quick": "quick",
+}  # fmt: skip
 TIMING_FILE = "benchmark_seconds.json"  # per run: wall seconds spent in this script (summed over resumes)
 
 
@@ -195,44 +198,35 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cost = measure_cost(first, pooled["train"])
     runs = [(a, e, s) for a in args.alphas for e in args.epochs for s in args.strategies]
     estimate = plan_seconds(cost, args, partitions, len(pooled.get("test", ())))
-    results = begin_part(
-        "iterative",
-        estimate,
+    detail = (
         f"{len(runs)} runs x {args.rounds} rounds, local steps <= {args.local_steps}, "
-        f"{cost.train_s_per_image * 1000:.0f} ms per training image; matching time not included",
+        f"{cost.train_s_per_image * 1000:.0f} ms per training image; matching time not included"
+    )
+    settings = settings_of(args, SETTINGS) | {"base_config": base}
+    run = begin_part(
+        "iterative",
         args,
-        {
-            "alphas": args.alphas,
-            "local_epochs": args.epochs,
-            "strategies": args.strategies,
-            "rounds": args.rounds,
-            "local_steps": args.local_steps,
-            "proximal_mu": args.proximal_mu,
-            "server_lr": args.server_lr,
-            "quick": args.quick,
-            "base_config": base,
-        },
+        out,
+        (estimate, detail),
+        settings,
         partitions={f"{a:g}": p for a, p in partitions.items()},
         pooled={k: len(v) for k, v in pooled.items()},
         runs={},
     )
-    if results is None:
+    if run is None:
         return {"estimate_s": estimate}
-    began = time.monotonic()
     for alpha, epochs, strategy in runs:
         name = run_name(alpha, epochs, strategy)
-        log.info("iterative: run %s (%d of %d)", name, len(results["runs"]) + 1, len(runs))
+        log.info("iterative: run %s (%d of %d)", name, len(run.results["runs"]) + 1, len(runs))
         cfg_dict = deep_merge(base, {"federated": federated_section(args, alpha, epochs, strategy, out)})
-        results["runs"][name] = {
+        run.results["runs"][name] = {
             "alpha": alpha,
             "local_epochs": epochs,
             "strategy": strategy,
             **run_one(cfg_dict, out, name),
         }
-        results["seconds"] = time.monotonic() - began
-        write_json(out / RESULTS_FILE, results)
-    log.info("iterative comparison done in %.1f min: %s", (time.monotonic() - began) / 60, out / RESULTS_FILE)
-    return results
+        run.save()
+    return run.finish()
 
 
 if __name__ == "__main__":

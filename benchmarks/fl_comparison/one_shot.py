@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,7 +43,6 @@ from benchmarks.fl_comparison.common import (
     site_splits,
     start,
     weighted_average,
-    write_json,
 )
 from mtmedformer.config import ExperimentConfig, to_dict
 from mtmedformer.data.site import SiteData
@@ -55,7 +53,6 @@ from mtmedformer.models import build_model
 from strategies.matching import ClientUpdate, MatchingConfig, build_spec, match_and_merge
 
 VARIANTS = ("independent", "shared")
-RESULTS_FILE = "one_shot.json"
 DATA_SEED_OFFSET = 1000  # site j's data order uses seed 1000 + j in both variants
 
 
@@ -160,26 +157,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pooled = pooled_splits(cfg)
     cost = measure_cost(cfg, sites[0].train)
     estimate = plan_seconds(cost, sites, pooled, epochs, len(args.variants))
-    results = begin_part(
-        "one_shot",
-        estimate,
+    detail = (
         f"{len(args.variants)} variants x {NUM_SITES} sites x {epochs} epochs, "
-        f"{cost.train_s_per_image * 1000:.0f} ms per training image",
+        f"{cost.train_s_per_image * 1000:.0f} ms per training image"
+    )
+    run = begin_part(
+        "one_shot",
         args,
+        out,
+        (estimate, detail),
         {"epochs": epochs, "variants": list(args.variants), "quick": args.quick, "config": to_dict(cfg)},
         sites={s.name: {k: len(getattr(s, k) or ()) for k in ("train", "val", "test")} for s in sites},
         pooled={k: len(v) for k, v in pooled.items()},
         variants={},
     )
-    if results is None:
+    if run is None:
         return {"estimate_s": estimate}
-    began = time.monotonic()
     for variant in args.variants:
-        results["variants"][variant] = run_variant(cfg, variant, sites, pooled, epochs)
-        results["seconds"] = time.monotonic() - began
-        write_json(Path(out) / RESULTS_FILE, results)
-    log.info("one-shot comparison done in %.1f min: %s", (time.monotonic() - began) / 60, out / RESULTS_FILE)
-    return results
+        run.results["variants"][variant] = run_variant(cfg, variant, sites, pooled, epochs)
+        run.save()
+    return run.finish()
 
 
 if __name__ == "__main__":

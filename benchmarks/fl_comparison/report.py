@@ -10,9 +10,10 @@ Reads whatever parts exist in ``--out`` (``one_shot.json``, ``iterative.json``, 
 - ``matching_moved.png``: fraction of units matching moved per round, per kind of permutation group;
 - ``tables.md``: every table,
 
-and, with ``--doc``, rewrites each generated block of that Markdown file (``<!-- BEGIN generated:<name> -->`` ...
-``<!-- END generated:<name> -->``, :mod:`benchmarks.doc_blocks`) that names one of these tables.
-``python -m benchmarks.docs_tables`` rebuilds the same tables from the JSON copies in ``docs/results``.
+and, with ``--doc``, fills each block between ``<!-- BEGIN generated:<name> -->`` and
+``<!-- END generated:<name> -->`` of that Markdown file with the table of that name
+(:func:`benchmarks.markdown.update_doc`). ``python -m benchmarks.docs_tables`` fills the same blocks from the
+copies in ``docs/results``.
 
 Usage::
 
@@ -35,8 +36,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from benchmarks.doc_blocks import fmt, table, update_doc
 from benchmarks.fl_comparison.common import METRIC_LABEL, MOVED_KINDS, TASK_METRIC
+from benchmarks.markdown import fmt, table, update_doc
 
 PARTS = ("one_shot", "iterative", "bounds", "identity_check")
 STRATEGY_LABEL = {"fedavg": "FedAvg", "fedprox": "FedProx", "fedadam": "FedAdam", "bnp_matching": "BNP matching"}

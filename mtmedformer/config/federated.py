@@ -5,14 +5,29 @@ Plain data: the Flower adapters (``server/``, ``client/``) read it; the library 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from mtmedformer.config.loader import FieldError
 
-StrategyName = Literal[
-    "fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "fedmedian", "fedtrimmedavg", "bnp_matching"
-]
+STRATEGY_SETTINGS: dict[str, tuple[str, ...]] = {
+    # The aggregation strategies ``federated.strategy`` accepts, and the settings each one reads, as key paths
+    # below ``federated``. The server builds each from exactly these (server/strategy_factory.py, whose table of
+    # builders must name the same strategies).
+    "fedavg": (),
+    "fedprox": ("strategy_options.proximal_mu",),
+    "fedadam": ("strategy_options.server_lr", "strategy_options.beta_1", "strategy_options.beta_2",
+                "strategy_options.tau"),
+    "fedyogi": ("strategy_options.server_lr", "strategy_options.beta_1", "strategy_options.beta_2",
+                "strategy_options.tau"),
+    "fedavgm": ("strategy_options.server_lr", "strategy_options.server_momentum"),
+    "fedmedian": (),
+    "fedtrimmedavg": ("strategy_options.trim_beta",),
+    "bnp_matching": ("matching",),
+}
+
+StrategyName = Literal[tuple(STRATEGY_SETTINGS)]  # the names of STRATEGY_SETTINGS, checked by the loader
 
 
 @dataclass(frozen=True)
@@ -30,7 +45,7 @@ class PartitionConfig:
 
 @dataclass(frozen=True)
 class StrategyOptions:
-    """Options of Flower's strategies; each strategy reads only its own (see README)."""
+    """Options of Flower's strategies; each strategy reads only its own (:data:`STRATEGY_SETTINGS`)."""
 
     proximal_mu: float = 0.01  # FedProx: weight of the proximal term added to the local loss
     server_lr: float = 0.1  # FedAdam/FedYogi: server step size (eta); FedAvgM: server learning rate
@@ -54,21 +69,43 @@ class StrategyOptions:
 
 
 @dataclass(frozen=True)
-class MatchingOptions:
-    """Options of the Bayesian nonparametric neuron-matching strategy (``strategy: bnp_matching``).
+class MatchingConfig:
+    """Settings of Bayesian nonparametric neuron matching (``strategy: bnp_matching``).
 
-    See ``strategies/matching`` and ``docs/bnp-matching.md`` for the model behind them.
+    The one settings type of :func:`strategies.matching.match_and_merge` and of the ``federated.matching``
+    section; ``docs/bnp-matching.md`` describes the model behind them.
+
+    Attributes
+    ----------
+    prior_variance
+        ``sigma0^2`` of the prior centred on the previous global model, in units of each tensor's noise
+        variance: the prior weighs like ``1 / sigma0^2`` average clients (server step
+        ``eta = J / (J + 1 / sigma0^2)``). Default inf: plain precision-weighted average.
+    iterations
+        Leave-one-out re-alignment passes after the initial pass. Default 2.
+    max_sweeps
+        Cap on coordinate-ascent sweeps per alignment. Default 10.
+    seed
+        Seed of the client processing order. Default 0.
+    noise
+        ``"empirical"``: per-tensor noise variances from the spread of the aligned clients (SPAHM-style
+        empirical Bayes), re-estimated every pass; ``"scale"``: each tensor's mean square in the reference.
+        Default ``"empirical"``.
+    noise_floor
+        Floor of an empirical noise variance relative to the tensor's mean square. Default 1e-4.
+
+    Raises
+    ------
+    FieldError
+        If a value is out of range (the config loader prefixes the key path).
     """
 
-    prior_variance: float = float("inf")  # sigma0^2 around the previous global, in noise units; .inf = no damping
-    iterations: int = 2  # leave-one-out re-alignment passes after the first alignment
-    max_sweeps: int = 10  # cap on coordinate-ascent sweeps per alignment
-    seed: int = 0  # seed of the client processing order
-    noise: Literal["empirical", "scale"] = "empirical"  # per-tensor noise variances: spread of clients, or scale
-    noise_floor: float = 1e-4  # floor of an empirical noise variance, relative to the tensor's mean square
-    growth: bool = False  # let MLP hidden units and decoder hidden channels open new global units (PFNM)
-    gamma: float = 1.0  # PFNM's Indian-buffet mass: larger opens new units more readily (> 0)
-    growth_cap: float = 2.0  # a grown group's global width stays <= growth_cap x the configured width (>= 1)
+    prior_variance: float = math.inf
+    iterations: int = 2
+    max_sweeps: int = 10
+    seed: int = 0
+    noise: Literal["empirical", "scale"] = "empirical"
+    noise_floor: float = 1e-4
 
     def __post_init__(self) -> None:
         if not self.prior_variance > 0:
@@ -77,12 +114,10 @@ class MatchingOptions:
             raise FieldError("iterations", f"must be >= 0, got {self.iterations}")
         if self.max_sweeps < 1:
             raise FieldError("max_sweeps", f"must be >= 1, got {self.max_sweeps}")
+        if self.noise not in ("empirical", "scale"):
+            raise FieldError("noise", f"must be 'empirical' or 'scale', got {self.noise!r}")
         if not self.noise_floor > 0:
             raise FieldError("noise_floor", f"must be > 0, got {self.noise_floor}")
-        if not 0 < self.gamma < float("inf"):
-            raise FieldError("gamma", f"must be a finite number > 0, got {self.gamma}")
-        if not 1 <= self.growth_cap < float("inf"):
-            raise FieldError("growth_cap", f"must be a finite number >= 1, got {self.growth_cap}")
 
 
 @dataclass(frozen=True)
@@ -110,7 +145,7 @@ class FederatedConfig:
     pack_arrays: bool = True
     output_dir: str = "runs/federated"  # results of the run (a sub-folder per run)
     strategy_options: StrategyOptions = field(default_factory=StrategyOptions)
-    matching: MatchingOptions = field(default_factory=MatchingOptions)
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
 
     def __post_init__(self) -> None:
@@ -132,3 +167,16 @@ class FederatedConfig:
             )
         if self.round_timeout_s <= 0:
             raise FieldError("round_timeout_s", f"must be > 0, got {self.round_timeout_s}")
+
+    def strategy_settings(self) -> dict[str, Any]:
+        """The settings the configured strategy reads (:data:`STRATEGY_SETTINGS`), by the last part of their path.
+
+        E.g. ``{"proximal_mu": 0.01}`` for ``fedprox``, ``{"matching": MatchingConfig(...)}`` for ``bnp_matching``.
+        """
+        out: dict[str, Any] = {}
+        for path in STRATEGY_SETTINGS[self.strategy]:
+            value: Any = self
+            for part in path.split("."):
+                value = getattr(value, part)
+            out[path.rsplit(".", 1)[-1]] = value
+        return out

@@ -117,8 +117,11 @@ class ModelConfig:
     decoder_norm: DecoderNorm = "instance"  # norm in decoders; instance keeps no site-dependent running stats
     input_norm: InputNorm = "image"  # image = zero mean, unit variance per image before the encoder; none = as loaded
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    pretrained: str | None = None  # ViT checkpoint (timm/Hugging Face .safetensors/.pt) loaded into the encoder
 
     def __post_init__(self) -> None:
+        if self.pretrained is not None and self.arch != "vit":
+            raise FieldError("pretrained", "loads a ViT checkpoint into the ViT encoder; set arch: vit or drop it")
         _one_of("arch", self.arch, ARCHS)
         _one_of("preset", self.preset, PRESET_NAMES)
         _one_of("cls_pool", self.cls_pool, ("cls", "mean"))

@@ -11,6 +11,7 @@ from mtmedformer.config import ExperimentConfig
 from mtmedformer.errors import ConfigError
 from mtmedformer.losses import HybridLoss
 from mtmedformer.models import build_model
+from mtmedformer.models.pretrained import load_pretrained_encoder, use_checkpoint_norm_eps
 
 _WHAT_ANNOTATES = {"classification": "a label", "segmentation": "a mask", "detection": "boxes"}
 
@@ -42,13 +43,18 @@ def check_tasks_have_data(cfg: ExperimentConfig, task_counts: dict[str, int]) ->
 def build_model_and_loss(cfg: ExperimentConfig) -> TrainingObjects:
     """Build the model and the hybrid loss wired to the model's detection head (if any)."""
     model = build_model(cfg.model, cfg.data.image_size, len(cfg.data.classes))
+    if cfg.model.pretrained:
+        use_checkpoint_norm_eps(model.encoder)  # a model started from a checkpoint keeps its LayerNorm epsilon
     detection_loss = model.heads["detection"].loss if "detection" in model.tasks else None
     loss_fn = HybridLoss(cfg.loss, tuple(model.tasks), detection_loss=detection_loss)
     return TrainingObjects(model, loss_fn)
 
 
 def build_training_objects(cfg: ExperimentConfig, train_set: Dataset) -> TrainingObjects:
-    """Check the config against ``train_set``'s annotations, then build model and loss."""
+    """Check the config against ``train_set``'s annotations, build model and loss, load ``model.pretrained``."""
     counts = train_set.task_counts() if hasattr(train_set, "task_counts") else {}
     check_tasks_have_data(cfg, counts)
-    return build_model_and_loss(cfg)
+    objects = build_model_and_loss(cfg)
+    if cfg.model.pretrained:
+        load_pretrained_encoder(objects.model.encoder, cfg.model.pretrained)
+    return objects

@@ -8,7 +8,6 @@ from mtmedformer.models.multitask import MultiTaskModel
 from mtmedformer.models.parameters import ENCODER, count_parameters, group_keys, group_of_key, head_prefix
 from mtmedformer.models.presets import PRESETS, VitPreset, vit_dims
 from mtmedformer.models.vit_encoder import EncoderOutput, ViTEncoder
-from mtmedformer.models.widths import build_model_for_state, fit_widths
 
 __all__ = [
     "ARCHITECTURES",
@@ -22,9 +21,7 @@ __all__ = [
     "ViTEncoder",
     "VitPreset",
     "build_model",
-    "build_model_for_state",
     "count_parameters",
-    "fit_widths",
     "group_keys",
     "group_of_key",
     "head_prefix",

@@ -10,15 +10,16 @@ Typical use::
                              previous=global_state, config=MatchingConfig(prior_variance=math.inf))
     new_global = result.state_dict
 
-With ``MatchingConfig(growth=True)`` MLP hidden units and decoder hidden channels may grow beyond the
-clients' width (:mod:`strategies.matching.growth`); ``result.index_maps`` then says which global units each
-client holds, and :func:`client_slice` cuts its configured-width model out of the grown global one.
+:class:`MatchingConfig` is the settings type of the ``federated.matching`` config section
+(:mod:`mtmedformer.config.federated`), re-exported here. Every global unit is matched to one unit of every
+client (fixed width, PFNM without new units: ``docs/decisions/005-matching-growth.md`` says why).
 """
 
+from mtmedformer.config.federated import MatchingConfig
 from strategies.matching.align import AlignResult, align
 from strategies.matching.diagnostics import GroupStats, MergeDiagnostics
 from strategies.matching.errors import MatchingError
-from strategies.matching.merge import ClientUpdate, MatchingConfig, MergeResult, match_and_merge
+from strategies.matching.merge import ClientUpdate, MergeResult, match_and_merge
 from strategies.matching.model_spec import build_spec
 from strategies.matching.permute import (
     Perms,
@@ -30,14 +31,12 @@ from strategies.matching.permute import (
 )
 from strategies.matching.posterior import posterior_mean, server_step
 from strategies.matching.spec import BlockTie, PermutationSpec, Segment, SpecBuilder
-from strategies.matching.widths import IndexMaps, client_slice, default_index_maps, growable_axes, widths_of
 
 __all__ = [
     "AlignResult",
     "BlockTie",
     "ClientUpdate",
     "GroupStats",
-    "IndexMaps",
     "MatchingConfig",
     "MatchingError",
     "MergeDiagnostics",
@@ -49,15 +48,11 @@ __all__ = [
     "align",
     "apply_permutations",
     "build_spec",
-    "client_slice",
     "compose",
-    "default_index_maps",
-    "growable_axes",
     "identity_permutations",
     "invert",
     "match_and_merge",
     "posterior_mean",
     "random_permutations",
     "server_step",
-    "widths_of",
 ]

@@ -61,8 +61,6 @@ class MergeDiagnostics:
         the clients' weighted average.
     seconds
         Wall time of the whole merge.
-    grown
-        With growth only: growable group -> global units beyond the clients' width. Empty without growth.
     """
 
     groups: dict[str, GroupStats]
@@ -74,14 +72,13 @@ class MergeDiagnostics:
     noise_variances: dict[str, float]
     server_steps: dict[str, float]
     seconds: float
-    grown: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
         """Flat numbers for logging and metric records.
 
         Keys: ``matching/moved/<group>`` (mean over clients), ``matching/objective-gain`` and
-        ``matching/sweeps`` (means over aligned clients), ``matching/iterations``, ``matching/seconds``,
-        ``matching/eta/<pool>`` and, with growth, ``matching/grown/<group>`` and ``matching/grown`` (total).
+        ``matching/sweeps`` (means over aligned clients), ``matching/iterations``, ``matching/seconds``
+        and ``matching/eta/<pool>``.
         """
         out = {f"matching/moved/{name}": stats.mean_moved for name, stats in self.groups.items()}
         clients = list(self.objective_gain)
@@ -90,9 +87,6 @@ class MergeDiagnostics:
         out["matching/iterations"] = float(self.iterations)
         out["matching/seconds"] = self.seconds
         out.update({f"matching/eta/{pool}": eta for pool, eta in self.server_steps.items()})
-        if self.grown:
-            out.update({f"matching/grown/{group}": float(n) for group, n in self.grown.items()})
-            out["matching/grown"] = float(sum(self.grown.values()))
         return out
 
 

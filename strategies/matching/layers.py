@@ -14,7 +14,7 @@ Axis = AxisEntry | str
 
 def linear(b: SpecBuilder, prefix: str, out: Axis, inp: Axis, bias: bool = True) -> None:
     """``nn.Linear``: ``weight (out, in)``, ``bias (out,)``."""
-    b.add(f"{prefix}.weight", out, inp, input_axis=1)
+    b.add(f"{prefix}.weight", out, inp)
     if bias:
         b.add(f"{prefix}.bias", out)
 
@@ -22,9 +22,9 @@ def linear(b: SpecBuilder, prefix: str, out: Axis, inp: Axis, bias: bool = True)
 def conv(b: SpecBuilder, prefix: str, out: Axis, inp: Axis, bias: bool = True, transposed: bool = False) -> None:
     """``nn.Conv2d`` (``weight (out, in, kh, kw)``) or ``nn.ConvTranspose2d`` (``weight (in, out, kh, kw)``)."""
     if transposed:
-        b.add(f"{prefix}.weight", inp, out, None, None, input_axis=0)
+        b.add(f"{prefix}.weight", inp, out, None, None)
     else:
-        b.add(f"{prefix}.weight", out, inp, None, None, input_axis=1)
+        b.add(f"{prefix}.weight", out, inp, None, None)
     if bias:
         b.add(f"{prefix}.bias", out)
 

@@ -27,11 +27,11 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 
+from mtmedformer.config.federated import MatchingConfig
 from strategies.matching.align import AlignResult, align
 from strategies.matching.diagnostics import MergeDiagnostics, collect_diagnostics
 from strategies.matching.errors import MatchingError
@@ -72,69 +72,6 @@ class ClientUpdate:
     task_counts: Mapping[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class MatchingConfig:
-    """Settings of :func:`match_and_merge`.
-
-    Attributes
-    ----------
-    prior_variance
-        ``sigma0^2`` of the prior centred on the previous global model, in units of each tensor's noise
-        variance: the prior weighs like ``1 / sigma0^2`` average clients (server step
-        ``eta = J / (J + 1 / sigma0^2)``). Default inf: plain precision-weighted average.
-    iterations
-        Leave-one-out re-alignment passes after the initial pass. Default 2.
-    max_sweeps
-        Cap on coordinate-ascent sweeps per alignment. Default 10.
-    seed
-        Seed of the client orders. Default 0.
-    noise
-        ``"empirical"``: per-tensor noise variances from the spread of the aligned clients (SPAHM-style
-        empirical Bayes), re-estimated every pass; ``"scale"``: each tensor's mean square in the reference.
-        Default ``"empirical"``.
-    noise_floor
-        Floor of an empirical noise variance relative to the tensor's mean square. Default 1e-4.
-    growth
-        Let growable groups (MLP hidden units, decoder hidden channels) open new global units with PFNM's full
-        cost (design section 7, :mod:`strategies.matching.growth`). Default False: fixed width.
-    gamma
-        PFNM's Indian-buffet mass ``gamma > 0`` of the new-unit score ``2 log(gamma / J)``; larger opens new
-        units more readily. Default 1.0 (PFNM's experiments use values of order 1).
-    growth_cap
-        A growable group's global width stays at most ``growth_cap`` times the clients' width (>= 1). Default 2.0.
-
-    Raises
-    ------
-    MatchingError
-        If a value is out of range.
-    """
-
-    prior_variance: float = math.inf
-    iterations: int = 2
-    max_sweeps: int = 10
-    seed: int = 0
-    noise: Literal["empirical", "scale"] = "empirical"
-    noise_floor: float = 1e-4
-    growth: bool = False
-    gamma: float = 1.0
-    growth_cap: float = 2.0
-
-    def __post_init__(self) -> None:
-        prior_precision(self.prior_variance)  # raises on a non-positive variance
-        if self.iterations < 0:
-            raise MatchingError(f"iterations must be >= 0, got {self.iterations}")
-        if self.max_sweeps < 1:
-            raise MatchingError(f"max_sweeps must be >= 1, got {self.max_sweeps}")
-        if self.noise not in ("empirical", "scale"):
-            raise MatchingError(f"noise must be 'empirical' or 'scale', got {self.noise!r}")
-        if not self.noise_floor > 0:
-            raise MatchingError(f"noise_floor must be > 0, got {self.noise_floor}")
-        if not (math.isfinite(self.gamma) and self.gamma > 0):
-            raise MatchingError(f"gamma must be a finite number > 0, got {self.gamma}")
-        if not (math.isfinite(self.growth_cap) and self.growth_cap >= 1):
-            raise MatchingError(f"growth_cap must be a finite number >= 1, got {self.growth_cap}")
-
-
 @dataclass
 class MergeResult:
     """Output of :func:`match_and_merge`.
@@ -146,16 +83,12 @@ class MergeResult:
     diagnostics
         Per-group moved fractions, objective gains, sweeps, timings, noise variances, server steps.
     permutations
-        Client id -> the permutations that took it into the global frame (with growth: of the fixed-width groups).
-    index_maps
-        With growth only: client id -> growable group -> ``(L_g,)`` global unit of each of its local units (the
-        slice to send it next, see :func:`strategies.matching.widths.client_slice`). Empty without growth.
+        Client id -> the permutations that took it into the global frame.
     """
 
     state_dict: dict[str, torch.Tensor]
     diagnostics: MergeDiagnostics
     permutations: dict[str, Perms]
-    index_maps: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 class _Sums:
@@ -235,7 +168,6 @@ def match_and_merge(
     spec: PermutationSpec,
     previous: Mapping[str, torch.Tensor | np.ndarray] | None = None,
     config: MatchingConfig | None = None,
-    index_maps: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> MergeResult:
     """Align every client's hidden units to a common frame and return their PFNM posterior mean.
 
@@ -250,10 +182,7 @@ def match_and_merge(
         The previous global model: reference frame and prior centre. None = use the largest client as the
         frame and no prior (first round or one-shot merging).
     config
-        Settings; default :class:`MatchingConfig()`. With ``config.growth`` the call goes to
-        :func:`strategies.matching.growth.grow_and_merge` (``previous`` may then be a grown model).
-    index_maps
-        With growth only: client id -> the index maps of the slice it was sent (default slice when absent).
+        Settings; default :class:`~mtmedformer.config.federated.MatchingConfig()`.
 
     Returns
     -------
@@ -267,10 +196,6 @@ def match_and_merge(
         NaN/Inf, a sample count is not positive, or a client reports a task the model has no head for.
     """
     config = config or MatchingConfig()
-    if config.growth:
-        from strategies.matching.growth import grow_and_merge  # growth builds on this function: import here
-
-        return grow_and_merge(clients, spec, previous, config, index_maps)
     if not clients:
         raise MatchingError("no client updates to merge")
     began = time.perf_counter()

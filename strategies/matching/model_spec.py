@@ -134,7 +134,7 @@ def vit_block(b: SpecBuilder, prefix: str, block: TransformerBlock, res: str) ->
     linear(b, f"{prefix}.attn.qkv", b.axis(qk, qk, vo), res, bias=attn.qkv.bias is not None)  # rows [q | k | v]
     linear(b, f"{prefix}.attn.out_proj", res, vo, bias=attn.out_proj.bias is not None)
     layer_norm(b, f"{prefix}.norm2", res)
-    mlp = b.group(f"{prefix}.mlp", block.mlp.linear1.out_features, growable=True)
+    mlp = b.group(f"{prefix}.mlp", block.mlp.linear1.out_features)
     linear(b, f"{prefix}.mlp.linear1", mlp, res, bias=block.mlp.linear1.bias is not None)
     linear(b, f"{prefix}.mlp.linear2", res, mlp, bias=block.mlp.linear2.bias is not None)
 
@@ -198,8 +198,7 @@ def up_block(b: SpecBuilder, prefix: str, block: UnetrUpBlock, inp: Axis, skip: 
 def conv_block(b: SpecBuilder, prefix: str, block: nn.Module, inp: Axis) -> Axis:
     """MONAI ``UnetResBlock`` / ``UnetBasicBlock``; returns the axis of the block output."""
     channels = _out_channels(block.conv1)
-    # Hidden channels only pass through per-channel norm and activation to conv2's input: they may grow.
-    hidden = b.group(f"{prefix}.hidden", channels, growable=not isinstance(block.norm1, nn.GroupNorm))
+    hidden = b.group(f"{prefix}.hidden", channels)
     plain_conv(b, f"{prefix}.conv1", block.conv1, hidden, inp)
     norm(b, f"{prefix}.norm1", block.norm1, hidden)
     if isinstance(block, UnetResBlock):

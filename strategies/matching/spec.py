@@ -113,14 +113,6 @@ class PermutationSpec:
         Block structures, see :class:`BlockTie`.
     tensor_task
         Keys owned by a task head -> the task name; keys not listed belong to the shared encoder.
-    growable
-        Groups whose global width may grow beyond the clients' width (PFNM's new units, design section 7):
-        MLP hidden units and decoder hidden channels. Each must be untied, span a whole axis as one segment of
-        block 1 wherever it appears, and share no tensor with another growable group. Default none.
-    input_axes
-        Key -> the axis that is its layer's input (1 for linear/conv weights, 0 for transposed-conv weights).
-        A growable group on that axis is an *outgoing* weight of its units (averaged with zero-fill when the
-        global model grows); on any other axis it is *incoming* (the unit's own parameters). Default none.
 
     Raises
     ------
@@ -133,8 +125,6 @@ class PermutationSpec:
     group_sizes: Mapping[str, int]
     ties: tuple[BlockTie, ...] = ()
     tensor_task: Mapping[str, str] = field(default_factory=dict)
-    growable: frozenset[str] = frozenset()
-    input_axes: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         used: set[str] = set()
@@ -180,18 +170,6 @@ class PermutationSpec:
         unknown = sorted(set(self.tensor_task) - set(self.axes))
         if unknown:
             raise MatchingError(f"tensor_task names keys that are not in the spec: {unknown[:5]}")
-        self._check_growable(tied)
-
-    def _check_growable(self, tied: set[str]) -> None:
-        for group in sorted(self.growable):
-            if group not in self.group_sizes or group in tied:
-                raise MatchingError(f"growable group '{group}' must be declared and untied")
-        for name, entries in self.axes.items():
-            grown = [(a, e) for a, e in enumerate(entries) for seg in e or () if seg.group in self.growable]
-            if len(grown) > 1:
-                raise MatchingError(f"'{name}' carries more than one growable axis")
-            if grown and (len(grown[0][1]) != 1 or grown[0][1][0].block != 1):
-                raise MatchingError(f"'{name}': a growable group must span its axis as one segment of block 1")
 
     @cached_property
     def occurrences(self) -> dict[str, tuple[Occurrence, ...]]:
@@ -299,11 +277,9 @@ class SpecBuilder:
         self._ties: list[BlockTie] = []
         self._tasks: dict[str, str] = {}
         self._task: str | None = None
-        self._growable: set[str] = set()
-        self._input_axes: dict[str, int] = {}
 
-    def group(self, name: str, size: int, growable: bool = False) -> str:
-        """Declare group ``name`` of ``size`` units and return its name (``growable``: see :class:`PermutationSpec`).
+    def group(self, name: str, size: int) -> str:
+        """Declare group ``name`` of ``size`` units and return its name.
 
         Raises
         ------
@@ -315,8 +291,6 @@ class SpecBuilder:
         if size < 1:
             raise MatchingError(f"permutation group '{name}' needs size >= 1, got {size}")
         self._sizes[name] = size
-        if growable:
-            self._growable.add(name)
         return name
 
     def size(self, group: str) -> int:
@@ -352,10 +326,8 @@ class SpecBuilder:
         finally:
             self._task = previous
 
-    def add(self, name: str, *axes: AxisEntry | str, input_axis: int | None = None) -> None:
+    def add(self, name: str, *axes: AxisEntry | str) -> None:
         """Add key ``name`` with one entry per axis (None, an axis entry, or a group name for a whole axis).
-
-        ``input_axis`` names the layer's input axis of a weight (see :attr:`PermutationSpec.input_axes`).
 
         Raises
         ------
@@ -367,12 +339,7 @@ class SpecBuilder:
         self._axes[name] = tuple(self.axis(a) if isinstance(a, str) else a for a in axes)
         if self._task is not None:
             self._tasks[name] = self._task
-        if input_axis is not None:
-            self._input_axes[name] = input_axis
 
     def build(self) -> PermutationSpec:
         """Return the spec (validated, see :class:`PermutationSpec`)."""
-        return PermutationSpec(
-            dict(self._axes), dict(self._sizes), tuple(self._ties), dict(self._tasks),
-            frozenset(self._growable), dict(self._input_axes),
-        )
+        return PermutationSpec(dict(self._axes), dict(self._sizes), tuple(self._ties), dict(self._tasks))

@@ -3,21 +3,24 @@
 No metric value is asserted beyond being a number in [0, 1] or undefined: the quick models are barely trained.
 """
 
+import argparse
 import json
 import math
 
 import pytest
 import torch
 
-from benchmarks.doc_blocks import fmt, table, update_doc
 from benchmarks.fl_comparison import __main__ as run_all
 from benchmarks.fl_comparison.bounds import parse_partition
 from benchmarks.fl_comparison.common import (
     HEADLINE_KEYS,
+    begin_part,
     moved_by_kind,
+    settings_of,
     train_images_per_round,
     weighted_average,
 )
+from benchmarks.fl_comparison.report import fmt, table, update_doc
 from mtmedformer.errors import ConfigError
 
 GENERATED = ("conditions", "one_shot", "iterative", "moved", "bounds", "identity_check")
@@ -270,3 +273,26 @@ def test_update_doc_replaces_only_named_blocks(tmp_path):
     text = doc.read_text()
     assert replaced == ["x"]
     assert "| 0.123 |" in text and "| – |" in text and "old" not in text and "keep" in text
+
+
+def test_begin_part_with_estimate_only_starts_nothing(tmp_path, capsys):
+    # Prepare
+    args = argparse.Namespace(estimate_only=True)
+    # Execute
+    run = begin_part("bounds", args, tmp_path, (90.0, "detail"), {"quick": True})
+    # Assert
+    assert run is None and list(tmp_path.iterdir()) == []
+    assert "[bounds] estimated wall time: 1.5 min (detail)" in capsys.readouterr().out
+
+
+def test_part_run_saves_settings_machine_extras_and_seconds(tmp_path):
+    # Prepare
+    args = argparse.Namespace(estimate_only=False, epochs=3)
+    # Execute
+    run = begin_part("bounds", args, tmp_path, (1.0, ""), settings_of(args, {"epochs_local": "epochs"}), pooled={})
+    run.results["local"] = {"site": 1}
+    finished = run.finish()
+    # Assert: the keys in the order the report and the committed JSON files have them
+    saved = json.loads((tmp_path / "bounds.json").read_text())
+    assert list(saved) == ["settings", "machine", "pooled", "local", "seconds"]
+    assert saved["settings"] == {"epochs_local": 3} and saved["seconds"] >= 0 and finished is run.results

@@ -1,4 +1,4 @@
-"""Smoke tests of the matching benchmark (``benchmarks/matching_*.py``), minuscule model: fields filled, FLOPs counted.
+"""Smoke tests of benchmarks/matching_benchmark.py on a minuscule model: fields are filled, FLOPs are counted.
 
 No timing is asserted: the machine is shared, so only positivity and finiteness of measured times are checked.
 """
@@ -12,9 +12,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import benchmarks._shared as shared
+import benchmarks.matching_benchmark as mb
 import benchmarks.matching_case as mc
-import benchmarks.matching_meter as mm
-import benchmarks.matching_report as mr
+import benchmarks.op_meter as om
 from strategies.matching import match_and_merge
 
 
@@ -67,7 +67,7 @@ def test_matching_undoes_the_permutations(result):
 def test_meter_counts_the_flops_of_flop_counter_mode():
     # Prepare
     inputs = mc.build_inputs(_minuscule())
-    meter, reference = mm.OpMeter(), FlopCounterMode(display=False)
+    meter, reference = om.OpMeter(), FlopCounterMode(display=False)
     # Execute
     with meter:
         match_and_merge(inputs.updates, inputs.spec, previous=inputs.previous)
@@ -88,7 +88,7 @@ def test_meter_counts_a_known_product(shape_a, shape_b, expected, in_place):
     # Prepare
     a, b = torch.ones(shape_a), torch.ones(shape_b)
     out = torch.zeros(*shape_a[:-1], shape_b[-1])
-    meter = mm.OpMeter()
+    meter = om.OpMeter()
     # Execute
     with meter:
         if not in_place:
@@ -136,8 +136,8 @@ def test_report_and_json_carry_every_case(result, tmp_path):
     # Prepare
     peaks = [shared.measure_gemm_peak(1, sizes=(64,), repeats=1)]
     # Execute
-    text = mr.format_report([result], peaks, threads=1)
-    record = mr.to_json([result], peaks, threads=1)
+    text = mb.format_report([result], peaks, threads=1)
+    record = mb.to_json([result], peaks, threads=1)
     (tmp_path / "out.json").write_text(json.dumps(record))
     # Assert
     assert "tiny J=2" in text and "not in this run" in text

@@ -1,6 +1,4 @@
-"""Smoke tests of the training-throughput benchmark (``benchmarks/train_throughput.py`` and its parts).
-
-On a minuscule model: fields are filled, FLOPs are counted.
+"""Smoke tests of benchmarks/train_throughput.py on a minuscule model: fields are filled, FLOPs are counted.
 
 No timing is asserted: the machine is shared, so only positivity and finiteness of measured times are checked.
 """
@@ -16,14 +14,13 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import benchmarks._shared as shared
+import benchmarks.throughput_bench as tb
 import benchmarks.throughput_measure as tm
-import benchmarks.throughput_report as tr
-import benchmarks.throughput_step as ts
 import benchmarks.train_throughput as tt
 
 
 def _minuscule(heads: str, profile_steps: int = 0, **variant):
-    return ts.RunSpec(
+    return tb.RunSpec(
         preset="tiny",
         image_size=32,
         batch_size=2,
@@ -72,7 +69,7 @@ def test_run_config_reports_positive_finite_fields(heads, variant):
     assert _positive_finite(result.cpu_share)
     # a training step does the forward plus a backward of at least the same size
     assert result.train_flops_per_image >= 2 * result.forward_flops_per_image
-    assert set(result.forward_flops_by_part) == {"encoder", *ts.HEADS[heads]}
+    assert set(result.forward_flops_by_part) == {"encoder", *tb.HEADS[heads]}
     assert sum(result.forward_flops_by_part.values()) == pytest.approx(result.forward_flops_per_image)
     assert result.forward_flops_by_part["encoder"] > 0
     assert _positive_finite(result.mfu(1e12))
@@ -86,7 +83,7 @@ def test_run_config_reports_positive_finite_fields(heads, variant):
 
 def test_bf16_step_counts_the_same_model_flops_as_fp32():
     # Prepare: the counter works from shapes, so autocast must not change the model FLOPs of a step
-    benches = {p: ts.build_bench(_minuscule("all", precision=p)) for p in ts.PRECISIONS}
+    benches = {p: tb.build_bench(_minuscule("all", precision=p)) for p in tb.PRECISIONS}
     # Execute
     counts = {p: tm.counted_step(bench) for p, bench in benches.items()}
     # Assert
@@ -97,7 +94,7 @@ def test_bf16_step_counts_the_same_model_flops_as_fp32():
 @pytest.mark.parametrize(("precision", "model_dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_train_step_uses_the_engines_precision_path(precision, model_dtype):
     # Prepare: record the dtype of the model's logits and of what the loss receives
-    bench = ts.build_bench(_minuscule("cls", precision=precision))
+    bench = tb.build_bench(_minuscule("cls", precision=precision))
     seen = {}
 
     def model_hook(module, args, outputs) -> None:  # a hook returning non-None would replace the outputs
@@ -109,7 +106,7 @@ def test_train_step_uses_the_engines_precision_path(precision, model_dtype):
     bench.model.register_forward_hook(model_hook)
     bench.loss_fn.register_forward_pre_hook(loss_hook)
     # Execute
-    loss = ts.train_step(bench)
+    loss = tb.train_step(bench)
     # Assert: forward under autocast_context(precision), loss on float32 outputs (engine/loop.py::train_epoch)
     assert seen == {"model": model_dtype, "loss": torch.float32}
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
@@ -126,6 +123,16 @@ def test_worker_mode_prints_a_result_the_parent_reads(capsys):
     assert status == 0 and result.spec == spec
     assert _positive_finite(result.images_per_s) and _positive_finite(result.peak_rss_mib)
     assert result.profile is None
+
+
+def test_worker_process_runs_as_a_module_from_any_folder(tmp_path, monkeypatch):
+    # Prepare: a caller outside the repository (the worker must still find the benchmarks package)
+    monkeypatch.chdir(tmp_path)
+    spec = _minuscule("cls")
+    # Execute
+    result = tt.run_in_subprocess(spec)
+    # Assert
+    assert result.spec == spec and _positive_finite(result.images_per_s) and result.peak_rss_mib > 0
 
 
 def test_failed_worker_is_reported_with_its_stderr():
@@ -206,8 +213,8 @@ def test_report_gives_bf16_rows_mfu_against_both_peaks_hand_worked():
     fp32_peaks = [_peak(80, "float32"), _peak(100, "float32")]
     bf16_peaks = [_peak(400, "bfloat16"), _peak(300, "bfloat16")]
     # Execute
-    report = tr.format_report(results, fp32_peaks, bf16_peaks, threads=1)
-    payload = tr.json_payload(results, fp32_peaks, bf16_peaks, threads=1, load_averages=(0.0, 0.0))
+    report = tt.format_report(results, fp32_peaks, bf16_peaks, threads=1)
+    payload = tt.json_payload(results, fp32_peaks, bf16_peaks, threads=1, load_averages=(0.0, 0.0))
     # Assert
     rows = {row["precision"]: row for row in _main_table_rows(report)}
     assert rows["fp32"]["MFU % (fp32 peak)"] == "20.0" and rows["fp32"]["MFU % (bf16 peak)"] == "-"
@@ -250,7 +257,7 @@ def test_flop_categories_are_the_profile_categories(op):
 
 def test_make_batch_mask_and_box_describe_the_same_lesion():
     # Execute
-    batch = ts.make_batch(batch_size=3, image_size=32, seed=1)
+    batch = tb.make_batch(batch_size=3, image_size=32, seed=1)
     # Assert
     assert batch.image.shape == (3, 1, 32, 32) and 0 <= batch.image.min() and batch.image.max() <= 1
     for i in range(3):
@@ -272,14 +279,14 @@ def test_make_batch_mask_and_box_describe_the_same_lesion():
 )
 def test_bad_spec_is_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        ts.RunSpec(**kwargs)
+        tb.RunSpec(**kwargs)
 
 
 def test_quick_plan_covers_both_presets_head_sets_and_precisions_at_128px():
     # Execute
     plan = tt.benchmark_plan(quick=True, threads=2)
     # Assert
-    expected = {(p, h, q) for p in ("tiny", "small") for h in ts.HEADS for q in ts.PRECISIONS}
+    expected = {(p, h, q) for p in ("tiny", "small") for h in tb.HEADS for q in tb.PRECISIONS}
     assert {(s.preset, s.heads, s.precision) for s in plan} == expected and len(plan) == len(expected)
     assert {s.image_size for s in plan} == {128}
     assert sorted(s.precision for s in plan if s.profile_steps > 0) == ["bf16", "fp32"]
@@ -289,7 +296,7 @@ def test_quick_plan_covers_both_presets_head_sets_and_precisions_at_128px():
     ("precisions", "expected"),
     [
         # default: every fp32 row of the full plan, plus bf16 rows at 128 px
-        (ts.PRECISIONS, {("fp32", 128): 4, ("fp32", 224): 4, ("bf16", 128): 4}),
+        (tb.PRECISIONS, {("fp32", 128): 4, ("fp32", 224): 4, ("bf16", 128): 4}),
         (("fp32",), {("fp32", 128): 4, ("fp32", 224): 4}),
         (("bf16",), {("bf16", 128): 4}),
     ],
@@ -317,12 +324,3 @@ def test_plan_rejects_unknown_precisions(precisions):
 )
 def test_precision_option(argv, expected):
     assert tt.parse_args(argv).precision == expected
-
-
-def test_worker_runs_as_a_module_in_a_fresh_process():
-    # Prepare: the parent starts `python -m benchmarks.train_throughput --worker` from the repository root
-    spec = _minuscule("cls")
-    # Execute
-    result = tt.run_in_subprocess(spec)
-    # Assert
-    assert result.spec == spec and _positive_finite(result.images_per_s) and _positive_finite(result.peak_rss_mib)

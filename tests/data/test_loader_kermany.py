@@ -39,11 +39,12 @@ def test_happy_path_labels_patients_splits(tmp_path: Path, keep_official_val: bo
     # Assert
     assert len(records) == len(FILES)
     expected_patients = {
-        "IM-0115-0001.jpeg": "IM-0115",
-        "NORMAL2-IM-1427-0001.jpeg": "NORMAL2-IM-1427",
-        "person1_bacteria_1.jpeg": "person1",
-        "person1_virus_6.jpeg": "person1",
-        "person100_bacteria_475.jpeg": "person100",
+        "IM-0115-0001.jpeg": "train/IM-0115",
+        "NORMAL2-IM-1427-0001.jpeg": "train/NORMAL2-IM-1427",
+        "NORMAL2-IM-1430-0001.jpeg": "train/NORMAL2-IM-1430",  # Kaggle val shares the train numbering
+        "person1_bacteria_1.jpeg": "train/person1",
+        "person1_virus_6.jpeg": "train/person1",
+        "person100_bacteria_475.jpeg": "test/person100",
     }
     by_name = _by_name(records)
     for name, patient in expected_patients.items():
@@ -91,23 +92,59 @@ def test_bad_file_names_error_and_skip(tmp_path: Path, caplog, bad_file: str, ma
     assert "skipped 1 bad files" in warning.getMessage()
 
 
-@pytest.mark.parametrize(
-    ("keep_official_val", "extra_file", "conflict"),
-    [
-        (False, "test/PNEUMONIA/person1_virus_9.jpeg", "person1 in ['test', 'unassigned']"),
-        (True, "val/NORMAL/IM-0115-0002.jpeg", "IM-0115 in ['train', 'val']"),
-    ],
-)
-def test_patient_in_two_splits(tmp_path: Path, keep_official_val: bool, extra_file: str, conflict: str) -> None:
-    build_kermany(tmp_path, [*FILES, extra_file])
-    patient = conflict.split()[0]
+def test_patient_in_two_official_val_and_train_folders(tmp_path: Path) -> None:
+    # val/ was carved out of train/: the same number there is the same child, split apart by keep_official_val.
+    build_kermany(tmp_path, [*FILES, "val/NORMAL/IM-0115-0002.jpeg"])
+    conflict = "train/IM-0115 in ['train', 'val']"
 
     with pytest.raises(DataError, match=r"1 patient\(s\) appear in several official splits \(" + re.escape(conflict)):
-        load_kermany(tmp_path, CLASSES, keep_official_val=keep_official_val)
-    records = load_kermany(tmp_path, CLASSES, keep_official_val=keep_official_val, cross_split_patients="drop_train")
+        load_kermany(tmp_path, CLASSES, keep_official_val=True)
+    records = load_kermany(tmp_path, CLASSES, keep_official_val=True, cross_split_patients="drop_train")
 
-    kept = [r for r in records if r.patient_id == patient]
-    assert [r.image.name for r in kept] == [Path(extra_file).name]
+    kept = [r for r in records if r.patient_id == "train/IM-0115"]
+    assert [r.image.name for r in kept] == ["IM-0115-0002.jpeg"]
+
+
+# Every file-name pattern of the published set (Mendeley ChestXRay2017 / its Kaggle copy), incl. the same
+# person number in train/ and test/ (a different child in each cohort).
+PUBLISHED = [
+    "train/NORMAL/IM-0115-0001.jpeg",
+    "train/NORMAL/IM-0429-0001-0001.jpeg",
+    "train/NORMAL/IM-0429-0001-0002.jpeg",
+    "train/NORMAL/NORMAL2-IM-1427-0001.jpeg",
+    "train/NORMAL/NORMAL2-IM-0173-0001-0002.jpeg",
+    "train/PNEUMONIA/person1_bacteria_1.jpeg",
+    "train/PNEUMONIA/person1_virus_6.jpeg",
+    "train/PNEUMONIA/person447_virus_921_1.jpeg",
+    "test/NORMAL/IM-0011-0001-0001.jpeg",
+    "test/NORMAL/NORMAL2-IM-0246-0001-0002.jpeg",
+    "test/PNEUMONIA/person1_virus_9.jpeg",
+    "test/PNEUMONIA/person100_bacteria_475.jpeg",
+]
+
+
+def test_published_layout_and_names_load_with_defaults(tmp_path: Path, caplog) -> None:
+    # Prepare: train/ and test/ only, no val/, every real name pattern, a person number in both cohorts.
+    build_kermany(tmp_path, PUBLISHED)
+
+    # Execute: the default options.
+    with caplog.at_level(logging.INFO, logger="mtmedformer.data.loaders.kermany"):
+        records = load_kermany(tmp_path, CLASSES)
+
+    # Assert
+    by_name = _by_name(records)
+    assert len(records) == len(PUBLISHED)
+    assert by_name["IM-0429-0001-0002.jpeg"].patient_id == "train/IM-0429"
+    assert by_name["IM-0429-0001-0001.jpeg"].patient_id == "train/IM-0429"
+    assert by_name["NORMAL2-IM-0173-0001-0002.jpeg"].patient_id == "train/NORMAL2-IM-0173"
+    assert by_name["person447_virus_921_1.jpeg"].patient_id == "train/person447"
+    assert by_name["person447_virus_921_1.jpeg"].extra["subtype"] == "virus"
+    assert by_name["person1_virus_6.jpeg"].patient_id == "train/person1"
+    assert by_name["person1_virus_9.jpeg"].patient_id == "test/person1"
+    assert {r.split for r in records if r.extra["official_split"] == "test"} == {"test"}
+    assert {r.split for r in records if r.extra["official_split"] == "train"} == {None}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("no val/ folder" in r.getMessage() for r in caplog.records)
 
 
 def test_wrong_root_lists_expected_and_found(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ import json
 import torch
 
 from client.app import app as client_app
+from fltesting.inprocess import InProcessGrid
 from server.app import run_experiment
-from server.inprocess import InProcessGrid
 from server.state import ServerState
 from tests.federated.conftest import settings_for, site_nodes
 from tests.federated.test_rounds import _without_timing

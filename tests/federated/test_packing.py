@@ -7,17 +7,20 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from client.app import app as client_app
+from fltesting.inprocess import InProcessGrid
 from server.app import run_experiment
-from server.inprocess import InProcessGrid
 from server.state import ServerState
 from strategies import keys
 from strategies.packing import (
     LAYOUT,
     PackingError,
+    array_view,
+    decode_arrays,
     is_packed,
     pack_arrays,
     pack_content,
     packing_mod,
+    to_array,
     unpack_arrays,
     unpack_content,
 )
@@ -154,3 +157,65 @@ def test_fortran_ordered_arrays_pack_like_any_other():
     # Assert
     np.testing.assert_array_equal(restored["f"].numpy(), fortran)
     np.testing.assert_array_equal(restored["c"].numpy(), np.ones((2, 2), dtype=np.float32))
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_reply_decodes_once_into_the_named_numpy_arrays_it_carries(packed):
+    # Prepare
+    state = _state()
+    content = RecordDict({keys.ARRAYS: ArrayRecord(state)})
+    if packed:
+        pack_content(content)
+    # Execute
+    arrays = decode_arrays(content)
+    # Assert: names in order, values, dtypes and shapes as sent; writable; the message is left as it was
+    assert list(arrays) == list(state)
+    for name, tensor in state.items():
+        np.testing.assert_array_equal(arrays[name], tensor.numpy())
+        assert arrays[name].dtype == tensor.numpy().dtype and arrays[name].flags.writeable, name
+    assert is_packed(content) == packed
+
+
+def test_packed_tensors_of_one_dtype_share_one_copy_of_the_wire_bytes():
+    # Prepare
+    content = RecordDict({keys.ARRAYS: ArrayRecord(_state())})
+    pack_content(content)
+    # Execute
+    arrays = decode_arrays(content)
+    # Assert
+    weight, head = arrays["blocks.0.attn.qkv.weight"], arrays["head.weight"]
+    assert weight.base is not None and weight.base is head.base
+    assert arrays["blocks.0.attn.qkv.weight"].flags.c_contiguous
+
+
+def test_decoding_a_reply_without_arrays_or_with_a_broken_layout_raises_packing_error():
+    with pytest.raises(PackingError, match="no model arrays"):
+        decode_arrays(RecordDict({keys.METRICS: MetricRecord({"x": 1.0})}))
+    content = RecordDict({keys.ARRAYS: ArrayRecord(_state())})
+    pack_content(content)
+    packed = content[keys.ARRAYS]
+    packed["<f4"] = Array(packed["<f4"].numpy()[:-1].copy())
+    with pytest.raises(PackingError, match="the layout needs"):
+        decode_arrays(content)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.array(3, dtype=np.int64),  # 0-d stays 0-d
+        np.zeros((0, 3)),
+        np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+        np.arange(10.0)[::2],  # not contiguous
+        np.array([True, False]),
+    ],
+)
+def test_arrays_are_written_and_viewed_without_numpy_save_and_load(value):
+    # Execute
+    array = to_array(value)
+    view = array_view(array)
+    # Assert: what Flower's own Array(value) / Array.numpy() would give
+    assert (array.dtype, tuple(array.shape)) == (Array(value).dtype, tuple(Array(value).shape))
+    np.testing.assert_array_equal(array.numpy(), value)
+    assert view.shape == value.shape and view.dtype == value.dtype and not view.flags.writeable
+    np.testing.assert_array_equal(view, value)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from client.app import app as client_app
+from fltesting.inprocess import InProcessGrid
 from server.app import run_experiment
-from server.inprocess import InProcessGrid
 from server.state import ServerState
 from tests.federated.conftest import settings_for, site_nodes
 

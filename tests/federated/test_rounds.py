@@ -7,9 +7,9 @@ import torch
 from flwr.app import Array
 
 from client.app import app as client_app
-from client.site import FAULT_PARTITION, FAULT_ROUND
+from fltesting.faults import faulty_client_app
+from fltesting.inprocess import InProcessGrid as LocalGrid
 from server.app import run_experiment
-from server.inprocess import InProcessGrid as LocalGrid
 from server.state import ServerState
 from strategies import keys
 from strategies.packing import is_packed, pack_content, unpack_content
@@ -62,6 +62,22 @@ def test_killed_server_resumes_with_the_same_history(tmp_path, experiment_file):
     resumed = ServerState.load(tmp_path / "killed" / "run" / "server_state.pt")
     assert [r["round"] for r in resumed.history if r["phase"] == "round"] == [1, 2, 3]
     assert _without_timing(resumed.history) == _without_timing(full.history)
+    for name, tensor in full.global_state.items():
+        assert torch.equal(tensor, resumed.global_state[name]), name
+
+
+def test_a_resumed_fedadam_run_continues_with_the_saved_server_moments(tmp_path, experiment_file):
+    # Prepare
+    experiment = experiment_file(federated={"rounds": 2, "strategy": "fedadam"})
+    run_experiment(LocalGrid(client_app, site_nodes(3)), settings_for(experiment, tmp_path / "full"))
+    # Execute
+    run_experiment(LocalGrid(client_app, site_nodes(3)), settings_for(experiment, tmp_path / "killed"), stop_after=1)
+    partial = ServerState.load(tmp_path / "killed" / "run" / "server_state.pt")
+    run_experiment(LocalGrid(client_app, site_nodes(3)), settings_for(experiment, tmp_path / "killed", resume=True))
+    # Assert
+    assert set(partial.strategy) == {"m_t", "v_t"}
+    full = ServerState.load(tmp_path / "full" / "run" / "server_state.pt")
+    resumed = ServerState.load(tmp_path / "killed" / "run" / "server_state.pt")
     for name, tensor in full.global_state.items():
         assert torch.equal(tensor, resumed.global_state[name]), name
 
@@ -148,7 +164,7 @@ def test_malformed_update_is_rejected_and_the_round_completes(tmp_path, experime
 
 def test_client_exception_and_dropout_are_recorded_and_the_round_completes(tmp_path, experiment_file):
     # Prepare: partition 0 raises in round 1, node 3 never answers
-    grid = LocalGrid(client_app, site_nodes(3), run_config={FAULT_PARTITION: 0, FAULT_ROUND: 1}, dropped=[3])
+    grid = LocalGrid(faulty_client_app(partition=0, server_round=1), site_nodes(3), dropped=[3])
     # Execute: with 3 sites and min_train_nodes=1 the round still aggregates one update
     experiment = experiment_file(
         federated={"rounds": 1, "min_train_nodes": 1, "min_evaluate_nodes": 1, "min_available_nodes": 2,

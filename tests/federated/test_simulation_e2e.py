@@ -1,22 +1,42 @@
 """End to end: `scripts/simulate.sh` (what `make run` calls) runs `flwr run .` on the Ray simulation backend.
 
 One of the three simulated hospitals is made to fail in round 1: the round completes with the other two,
-the failure is recorded, and the script stops the local SuperLink it started.
+the failure is recorded, and the script stops the local SuperLink it started. The failure comes from a
+test-only app: a copy of the app whose ClientApp component is ``fltesting.faulty_app:app`` (the real handlers
+behind a fault mod), with ``fltesting`` added to the copy's bundle; the shipped app has no fault switch.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 import yaml
 
+from fltesting.faulty_app import FAILING_PARTITION, FAILING_ROUND
+from tests.deploy.harness import REPO_ROOT, copy_app
 from tests.federated.conftest import TINY_EXPERIMENT
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
+
+
+def _app_with_a_failing_site(dst: Path) -> Path:
+    """A copy of the app (what ``flwr run`` bundles, plus ``scripts/``) whose ClientApp injects the fault."""
+    app = copy_app(REPO_ROOT, dst)
+    for folder in ("scripts", "fltesting"):  # (whether or not copy_app's selection already holds them)
+        shutil.copytree(REPO_ROOT / folder, app / folder, ignore=shutil.ignore_patterns("__pycache__"),
+                        dirs_exist_ok=True)
+    project = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))
+    flwr_app = project["tool"]["flwr"]["app"]
+    flwr_app["components"]["clientapp"] = "fltesting.faulty_app:app"
+    flwr_app["fab-include"] = [*flwr_app["fab-include"], "/fltesting/**"]
+    (app / "pyproject.toml").write_text(tomli_w.dumps(project), encoding="utf-8")
+    return app
 
 
 def test_simulation_with_a_failing_client_completes_and_cleans_up(tmp_path, synthetic_cache):
@@ -30,10 +50,12 @@ def test_simulation_with_a_failing_client_completes_and_cleans_up(tmp_path, synt
     runs = tmp_path / "runs"
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"), "MTMEDFORMER_RUNS": str(runs),
            "VENV": str(Path(sys.executable).parent.parent)}
+    app = _app_with_a_failing_site(tmp_path / "app")
+    assert (FAILING_PARTITION, FAILING_ROUND) == (1, 1)  # what the assertions below expect
     # Execute
     done = subprocess.run(
-        ["bash", "scripts/simulate.sh", str(path), "3", "--run-config", "fault-partition=1 fault-round=1"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        ["bash", "scripts/simulate.sh", str(path), "3"], cwd=app, env=env, capture_output=True, text=True,
+        timeout=600,
     )
     # Assert
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

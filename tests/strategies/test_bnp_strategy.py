@@ -12,6 +12,7 @@ from server.strategy_factory import build_strategy
 from strategies import keys
 from strategies.bnp_matching import BNPMatching
 from strategies.matching import apply_permutations, random_permutations
+from strategies.server_strategy import DirectAggregation
 
 CFG = config_from_dict(
     {
@@ -52,14 +53,15 @@ def _outputs(model, state, x):
 @pytest.fixture
 def strategy_and_model():
     torch.manual_seed(0)
-    strategy = build_strategy(CFG)
+    strategy = build_strategy(CFG).flower
     model = build_model(CFG.model, 32, 2)
     return strategy, model
 
 
-def test_factory_builds_the_matching_strategy(strategy_and_model):
-    strategy, _ = strategy_and_model
-    assert isinstance(strategy, BNPMatching)
+def test_factory_builds_the_matching_strategy_behind_direct_aggregation():
+    strategy = build_strategy(CFG)
+    assert isinstance(strategy, DirectAggregation) and isinstance(strategy.flower, BNPMatching)
+    assert strategy.flower.matching == CFG.federated.matching  # the config's own settings object, not a copy
 
 
 def test_permuted_copies_merge_back_to_the_same_function(strategy_and_model):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mtmedformer.config.loader import FieldError
 from strategies.matching import (
     ClientUpdate,
     MatchingConfig,
@@ -263,7 +264,7 @@ def test_a_task_without_a_head_raises(spec, base):
     [{"prior_variance": 0.0}, {"iterations": -1}, {"max_sweeps": 0}, {"noise": "bayes"}, {"noise_floor": 0.0}],
 )
 def test_bad_config_raises(kwargs):
-    with pytest.raises(MatchingError):
+    with pytest.raises(FieldError, match=next(iter(kwargs))):
         MatchingConfig(**kwargs)
 
 

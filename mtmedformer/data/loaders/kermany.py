@@ -16,15 +16,27 @@ Mapping to records
 ------------------
 - ``label``: folder ``NORMAL`` -> ``"normal"``, ``PNEUMONIA`` -> ``"pneumonia"`` (override with
   ``label_map``); both names must be in ``classes``.
-- ``patient_id`` from the file name: ``IM-0115-0001.jpeg`` -> ``IM-0115``,
-  ``NORMAL2-IM-1427-0001.jpeg`` -> ``NORMAL2-IM-1427`` (NORMAL folder);
-  ``person1_bacteria_1.jpeg`` / ``person1_virus_6.jpeg`` -> ``person1`` (PNEUMONIA folder), with
-  ``extra["subtype"]`` = ``"bacteria"`` / ``"virus"``. ``extra["official_split"]`` keeps the folder.
+- ``patient_id`` = ``<cohort>/<patient>``: the patient part comes from the file name,
+  ``IM-0115-0001.jpeg`` and ``IM-0429-0001-0002.jpeg`` -> ``IM-0115`` / ``IM-0429``,
+  ``NORMAL2-IM-1427-0001.jpeg`` and ``NORMAL2-IM-0173-0001-0002.jpeg`` -> ``NORMAL2-IM-1427`` /
+  ``NORMAL2-IM-0173`` (NORMAL folder, every file-name pattern of the published set);
+  ``person1_bacteria_1.jpeg``, ``person1_virus_6.jpeg`` and ``person447_virus_921_1.jpeg`` -> ``person1`` /
+  ``person447`` (PNEUMONIA folder), with ``extra["subtype"]`` = ``"bacteria"`` / ``"virus"``.
+  ``extra["official_split"]`` keeps the folder.
+- ``<cohort>`` is ``test`` for the official test folder and ``train`` for the official train and val
+  folders. Why: the published numbers identify a child *within* one cohort, not across the set. Kermany et
+  al. (Cell 2018) describe the test images as coming from patients other than the training patients, yet
+  many ``personN`` numbers of the published test folder also occur in its train folder: read as
+  global ids they would put those children in both (``docs/real-data.md`` has the count). The Kaggle
+  ``val`` folder was carved out of the train folder, so it shares the train numbering. Within a cohort a
+  number still groups one child's images, which keeps them in one split.
 - ``split``: the official ``val`` folder holds only 16 images, so by default official train and val
   are merged with ``split=None`` (the seeded patient-level split assigns train/val later) and official
   test stays ``"test"``. With ``keep_official_val=True`` the folders give ``"train"``/``"val"``/``"test"``.
-- A patient found in more than one of the resulting splits is an error, or with
-  ``cross_split_patients="drop_train"`` keeps only the images of its most held-out split (one warning).
+  The set as published on Mendeley has no ``val`` folder at all; that is accepted (one info line).
+- A patient found in more than one of the resulting splits (only possible with ``keep_official_val``, or a
+  renamed file) is an error, or with ``cross_split_patients="drop_train"`` keeps only the images of its most
+  held-out split (one warning).
 - ``masks=None`` and ``boxes=None``: the set has no lesion annotations. ``site=None``.
 
 Bad rows
@@ -52,14 +64,18 @@ DEFAULT_LABEL_MAP: dict[str, str] = {"NORMAL": "normal", "PNEUMONIA": "pneumonia
 REQUIRED_SPLITS: tuple[str, ...] = ("train", "test")
 OPTIONAL_SPLITS: tuple[str, ...] = ("val",)
 JPEG_SUFFIXES: tuple[str, ...] = (".jpeg", ".jpg")
+# Every file-name pattern of the published set: an image number may carry further "-NNNN" / "_N" parts
+# (IM-0429-0001-0002.jpeg, NORMAL2-IM-0173-0001-0002.jpeg, person447_virus_921_1.jpeg).
 _PATTERNS: dict[str, re.Pattern[str]] = {
-    "NORMAL": re.compile(r"(?P<patient>(?:NORMAL2-)?IM-\d+)-\d+"),
-    "PNEUMONIA": re.compile(r"(?P<patient>person\d+)_(?P<subtype>bacteria|virus)_\d+"),
+    "NORMAL": re.compile(r"(?P<patient>(?:NORMAL2-)?IM-\d+)(?:-\d+)+"),
+    "PNEUMONIA": re.compile(r"(?P<patient>person\d+)_(?P<subtype>bacteria|virus)(?:_\d+)+"),
 }
 _EXAMPLES = {
-    "NORMAL": "'IM-0115-0001.jpeg' or 'NORMAL2-IM-1427-0001.jpeg'",
+    "NORMAL": "'IM-0115-0001.jpeg', 'IM-0429-0001-0002.jpeg' or 'NORMAL2-IM-1427-0001.jpeg'",
     "PNEUMONIA": "'person1_bacteria_1.jpeg' or 'person1_virus_6.jpeg'",
 }
+TEST_COHORT = "test"
+TRAIN_COHORT = "train"  # the official train folder and the Kaggle val folder carved out of it
 
 
 def _find_base(root: Path) -> Path:
@@ -135,6 +151,8 @@ def load_kermany(
     root = Path(root).expanduser()
     base = _find_base(root)
     splits = [s for s in (*REQUIRED_SPLITS, *OPTIONAL_SPLITS) if (base / s).is_dir()]
+    if "val" not in splits:
+        logger.info("%s: no val/ folder under %s (the set as published has train/ and test/ only)", SOURCE, base)
     for official in splits:
         missing = [c for c in DEFAULT_LABEL_MAP if not (base / official / c).is_dir()]
         if missing:
@@ -155,10 +173,11 @@ def load_kermany(
                 except DataError as exc:
                     bad.report(exc)
                     continue
+                cohort = TEST_COHORT if official == "test" else TRAIN_COHORT
                 records.append(
                     Record(
                         image=path,
-                        patient_id=patient,
+                        patient_id=f"{cohort}/{patient}",
                         label=mapping[folder],
                         masks=None,
                         boxes=None,

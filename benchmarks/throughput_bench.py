@@ -1,8 +1,10 @@
-"""One training step of the throughput benchmark: the configuration, its fixed batch and the step itself.
+"""What one training-throughput measurement runs: the configuration, the model, a fixed batch and one step.
 
-The model, hybrid loss and optimizer are built exactly as training builds them
-(:func:`~mtmedformer.engine.setup.build_model_and_loss`, :func:`~mtmedformer.engine.optim.build_optimizer`), and
-the step runs the engine's own precision path, so the benchmark measures what ``mtmedformer train`` runs.
+:class:`RunSpec` names a configuration (ViT preset, image size, batch, enabled heads, precision, AdamW kernel);
+:func:`build_bench` builds the project's own model, hybrid loss and optimizer for it, exactly as training
+builds them, plus a fully annotated random batch; :func:`train_step` is one training step through the
+engine's precision path. Measuring lives in :mod:`benchmarks.throughput_measure`, the command line in
+:mod:`benchmarks.train_throughput`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ optimizer training uses; fused AdamW today), the others re-make it with ``foreac
 
 PRECISIONS = ("fp32", "bf16")
 """Training precisions, the values of ``train.precision`` (see :func:`mtmedformer.engine.loop.autocast_context`)."""
-
 
 
 # --------------------------------------------------------------------------------------------------- specs
@@ -119,6 +120,8 @@ class RunSpec:
         return f"{self.config}/{self.precision}"
 
 
+# ------------------------------------------------------------------------------------------------ building
+
 
 def experiment_config(spec: RunSpec) -> ExperimentConfig:
     """Return the experiment config of ``spec``: defaults plus its image size, preset, depth and heads."""
@@ -196,12 +199,9 @@ def build_bench(spec: RunSpec) -> Bench:
 
 
 def forward_and_loss(bench: Bench, counter: FlopCounterMode | None = None) -> torch.Tensor:
-    """The model forward (under ``counter`` when given) and the hybrid loss; returns the total loss.
-
-    The engine's own precision path (:func:`mtmedformer.engine.loop.train_epoch`): the forward under
-    :func:`~mtmedformer.engine.loop.autocast_context`, its outputs cast back to float32 outside it, the loss in
-    float32.
-    """
+    """Model forward in ``bench.precision`` (FLOP-counted by ``counter`` if given), then the float32 hybrid loss."""
+    # The engine's own precision path (mtmedformer.engine.loop.train_epoch): forward under autocast_context,
+    # outputs cast back to float32 outside it, loss in float32.
     with record_function("bench/forward"), counter if counter is not None else contextlib.nullcontext():
         with autocast_context(bench.precision, bench.batch.image.device):
             outputs = bench.model(bench.batch.image)
@@ -221,4 +221,3 @@ def train_step(bench: Bench) -> torch.Tensor:
     with record_function("bench/optimizer"):
         bench.optimizer.step()
     return total.detach()
-

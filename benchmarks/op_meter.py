@@ -1,9 +1,8 @@
-"""Instruments for the matching benchmark: an ATen-op meter that counts GEMM FLOPs, and a timer of scipy's assignments.
+"""Instruments for the matching benchmark: an ATen-op meter that counts GEMM FLOPs, and timed assignments.
 
-:class:`OpMeter` sees every ATen op of a :func:`strategies.matching.match_and_merge` call; the matching's only
-matrix products are the cost (similarity) matrices of ``strategies/matching/align.py``, so its GEMM FLOPs are the
-cost-matrix FLOPs. :func:`timed_assignments` wraps the ``linear_sum_assignment`` that
-``strategies.matching.assignment`` calls, for the duration of one call.
+:class:`OpMeter` sees every ATen op of the code it wraps (a ``TorchDispatchMode``), times it and counts
+``2 b m k n`` FLOPs per matrix product; :func:`timed_assignments` times scipy's ``linear_sum_assignment`` as
+``strategies.matching.assignment`` calls it. Both serve :func:`benchmarks.matching_case.run_case`.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ _GEMM_OPS = {
     torch.ops.aten.baddbmm: 1,
     torch.ops.aten.baddbmm_: 1,  # in-place: FlopCounterMode does not count it
 }
+
 
 
 def gemm_dims(op: Any, args: Sequence[Any]) -> tuple[int, int, int, int] | None:

@@ -2,8 +2,9 @@
 
 It delivers messages like a SuperNode would (an exception in the ClientApp becomes an error reply, a node
 marked as dropped never answers), without Ray, processes or sockets. Tests use it to exercise the round loop
-quickly and deterministically; research scripts (``benchmarks/``) use it to run many small federated
-experiments sequentially on one machine. Real simulations and deployments use ``flwr run``.
+quickly and deterministically (faults: :mod:`fltesting.faults`); research scripts (``benchmarks/``) use it to
+run many small federated experiments sequentially on one machine. Real simulations and deployments use
+``flwr run``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,95 @@
+"""Fill the generated blocks of ``docs/real-data.md`` from ``docs/results/real_data_sets.json`` and ``mim_*.json``.
+
+Blocks (``<!-- BEGIN GENERATED: <name> -->`` ... ``<!-- END GENERATED: <name> -->``):
+
+- ``sets``: one row per fetched set: images, patients and labelled / masked / boxed images per split;
+- ``kermany``: the published folders and file-name patterns, and the person numbers found in both folders;
+- ``mim_<name>``: per arm of :mod:`benchmarks.real_data.mim_budget`, the test metrics, epochs and SimMIM
+  steps, and the machine load around the arm.
+
+Usage::
+
+    python -m benchmarks.real_data.report [--results docs/results] [--doc docs/real-data.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # lets the script run from a checkout that was not `pip install`ed
+
+from benchmarks.fl_comparison.report import fmt, table, update_doc  # noqa: E402
+
+_TASKS = ("classification", "segmentation", "detection")
+
+
+def sets_table(sets: Mapping[str, Any]) -> str:
+    """Images / patients / labelled / masked / boxed images per split, one row per set and split."""
+    rows = []
+    for name, info in sets.items():
+        for split, counts in info.get("splits", {}).items():
+            labels = ", ".join(f"{k.removeprefix('label=')} {v}" for k, v in counts.items() if k.startswith("label="))
+            rows.append([name, split, str(counts["images"]), str(counts["patients"]),
+                         *(str(counts[t]) for t in _TASKS), labels])  # fmt: skip
+    return table(["set", "split", "images", "patients", "labelled", "masked", "boxed", "labels"], rows)
+
+
+def kermany_table(info: Mapping[str, Any]) -> str:
+    """The published folders, file-name patterns and the person numbers present in both folders."""
+    rows = [[f"folder {k}", str(v)] for k, v in info["official_folders"].items()]
+    rows += [[f"name pattern `{k}`", str(v)] for k, v in info["file_name_patterns"].items()]
+    rows.append(["numbers found in both train/ and test/", str(info["numbers_in_both_official_folders"])])
+    rows += [[f"image size (every 50th) {k}", str(v)] for k, v in info["image_sizes"].items()]
+    return table(["what", "count"], rows)
+
+
+def mim_table(results: Mapping[str, Any]) -> str:
+    """Test metrics of each arm (validation-best checkpoint), epochs, SimMIM steps and the load around it."""
+    rows = []
+    for arm, record in results.get("arms", {}).items():
+        test, mim = record["test"], record.get("mim", {})
+        rows.append([
+            arm, fmt(test.get("classification/auc")), fmt(test.get("segmentation/dice")),
+            fmt(test.get("segmentation/dice_lesion")), fmt(test.get("detection/map50")),
+            fmt(test.get("mean_score")), str(record["epochs"]),
+            str(mim.get("steps", "–")), fmt(mim.get("last_masked_l1")) if mim else "–",
+            " / ".join(f"{v:.2f}" for v in record["load_before"][:1] + record["load_after"][:1]),
+        ])  # fmt: skip
+    header = ["arm", "test AUC", "test Dice", "Dice (lesion images)", "test mAP@0.5", "mean", "epochs", "MIM steps",
+              "MIM L1", "load 1-min before / after"]  # fmt: skip
+    return table(header, rows)
+
+
+def tables(results: Path) -> dict[str, str]:
+    """Every block that has its results file in ``results``."""
+    out: dict[str, str] = {}
+    sets_file = results / "real_data_sets.json"
+    if sets_file.exists():
+        sets = json.loads(sets_file.read_text())
+        out["sets"] = sets_table(sets)
+        if "kermany" in sets and "official_folders" in sets["kermany"]:
+            out["kermany"] = kermany_table(sets["kermany"])
+    for path in sorted(results.glob("mim_*.json")):
+        out[path.stem] = mim_table(json.loads(path.read_text()))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Regenerate the blocks; print the names replaced."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=REPO_ROOT / "docs" / "results")
+    parser.add_argument("--doc", type=Path, default=REPO_ROOT / "docs" / "real-data.md")
+    args = parser.parse_args(argv)
+    print("updated:", ", ".join(update_doc(args.doc, tables(args.results))) or "nothing")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
