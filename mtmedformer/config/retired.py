@@ -15,11 +15,15 @@ from typing import Any
 
 from mtmedformer.errors import ConfigError
 
-RETIRED: dict[tuple[str, str], Any] = {
+RETIRED: dict[tuple[str, ...], Any] = {
     ("model", "stem"): "patch",  # the convolutional stem (stem: conv) was removed; the patch stem is the only one
     ("train", "classifier_lr_scale"): 1.0,  # the classifier's learning-rate multiplier was removed; 1 = none
+    # matching growth (PFNM's new units) was removed (docs/decisions/005-matching-growth.md); fixed width remains
+    ("federated", "matching", "growth"): False,
+    ("federated", "matching", "gamma"): 1.0,
+    ("federated", "matching", "growth_cap"): 2.0,
 }
-"""``(section, key)`` of a removed setting -> the value that means what the remaining code does."""
+"""Key path of a removed setting -> the value that means what the remaining code does."""
 
 
 def drop_retired_keys(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,14 +40,22 @@ def drop_retired_keys(data: Mapping[str, Any]) -> dict[str, Any]:
         If a retired key holds any other value: the saved config describes a removed variant.
     """
     out = dict(data)
-    for (section, key), kept in RETIRED.items():
-        values = out.get(section)
-        if not isinstance(values, Mapping) or key not in values:
-            continue
-        if values[key] != kept:
-            raise ConfigError(
-                f"{section}.{key}: {values[key]!r} is a setting this version no longer has (only {kept!r} "
-                "remains); retrain with the current version, or use the version that wrote this file"
-            )
-        out[section] = {k: v for k, v in values.items() if k != key}
+    for path, kept in RETIRED.items():
+        out = _drop(out, path, kept, ".".join(path))
     return out
+
+
+def _drop(values: Mapping[str, Any], path: tuple[str, ...], kept: Any, name: str) -> dict[str, Any]:
+    """``values`` without the key at ``path`` (when it holds ``kept``), copying only the mappings on the path."""
+    head, rest = path[0], path[1:]
+    if head not in values:
+        return dict(values)
+    if rest:
+        inner = values[head]
+        return dict(values) if not isinstance(inner, Mapping) else {**values, head: _drop(inner, rest, kept, name)}
+    if values[head] != kept:
+        raise ConfigError(
+            f"{name}: {values[head]!r} is a setting this version no longer has (only {kept!r} "
+            "remains); retrain with the current version, or use the version that wrote this file"
+        )
+    return {k: v for k, v in values.items() if k != head}

@@ -64,3 +64,17 @@ def test_dropping_keeps_everything_else_and_does_not_touch_the_input():
     # Assert
     assert out == {"model": {"depth": 2}, "train": {"lr": 0.1}, "data": {}}
     assert saved["model"] == {"stem": "patch", "depth": 2}
+
+
+def test_a_federated_checkpoint_saved_with_the_growth_keys_off_still_loads():
+    # Prepare: the nested matching keys removed with growth, at their old defaults
+    saved = {"federated": {"rounds": 2, "matching": {"growth": False, "gamma": 1.0, "growth_cap": 2.0, "seed": 3}}}
+    # Execute
+    out = drop_retired_keys(saved)
+    # Assert
+    assert out == {"federated": {"rounds": 2, "matching": {"seed": 3}}}
+
+
+def test_a_state_saved_by_a_growth_run_is_refused_with_the_key_path():
+    with pytest.raises(ConfigError, match=r"federated\.matching\.growth: True is a setting this version no longer"):
+        drop_retired_keys({"federated": {"matching": {"growth": True}}})
