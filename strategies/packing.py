@@ -2,11 +2,12 @@
 
 Flower 1.42 moves a Message as a tree of content-addressed objects: every ``Array`` of an ``ArrayRecord`` is an
 object (and every 5 MB chunk of it another), and each object is one request between ClientApp, SuperNode and
-SuperLink, signed and sent over TLS in deployment, with two requests in flight on a 2-core machine. A ViT-tiny
-state dict has 115 tensors, so one model costs ~140 requests per hop; packed it costs ~5. Nothing else
-changes: the packed message carries the tensors' names, shapes and dtypes in a ConfigRecord (``layout``), the
-ClientApp restores the same named ``ArrayRecord`` before any training code sees it, and the server decodes
-every reply once into named numpy arrays (:func:`decode_arrays`) and screens every named tensor of it.
+SuperLink, signed and sent over TLS in deployment, with two requests in flight on a 2-core machine. A state dict of
+N tensors thus costs more than N requests per hop; packed it costs one per dtype plus the layout
+(``docs/decisions/003-packed-arrays.md``). Nothing else changes: the packed message carries the tensors' names,
+shapes and dtypes in a ConfigRecord (``layout``), the ClientApp restores the same named ``ArrayRecord`` before any
+training code sees it, and the server decodes every reply once into named numpy arrays (:func:`decode_arrays`) and
+screens every named tensor of it.
 
 Packing is ``pack_content`` / ``unpack_content`` on a Message's RecordDict. The server packs what it sends
 when ``federated.pack_arrays`` is on (the default); the ClientApp's :func:`packing_mod` unpacks what arrives

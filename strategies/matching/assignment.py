@@ -52,7 +52,7 @@ def solve_assignment(sim: torch.Tensor) -> tuple[torch.Tensor, float]:
     ValueError
         If ``sim`` holds NaN or Inf (diverged client weights).
     """
-    scores = sim.detach().cpu().numpy()  # no copy; numpy's argmax/isfinite are ~8x torch's on these sizes
+    scores = sim.detach().cpu().numpy()  # no copy; numpy's argmax/isfinite are faster than torch's on these small sizes
     if not np.isfinite(scores).all():
         raise ValueError("similarity matrix holds NaN/Inf: a client sent non-finite weights")
     if SHORTCUT:
