@@ -3,7 +3,8 @@
 Every block ``<!-- BEGIN generated:NAME -->`` ... ``<!-- END generated:NAME -->`` (see
 :mod:`benchmarks.markdown`) of ``README.md``, ``docs/*.md`` and ``benchmarks/README.md`` whose ``NAME`` is a
 table of :data:`benchmarks.results_tables.TABLES` or of the federated comparison
-(:func:`benchmarks.fl_comparison.report.build_tables`) gets that table, made from the JSON files of
+(:func:`benchmarks.fl_comparison.report.build_tables`), or ``output.FILE.txt`` for a saved benchmark output in the
+results folder, gets that table, made from the JSON files of
 ``--results``; the text around the blocks is left as written. A block with any other name is left alone and
 listed, so a misspelt name shows.
 
@@ -29,15 +30,29 @@ from benchmarks.markdown import block_names, replace_blocks
 from benchmarks.results_tables import TABLES
 from mtmedformer.atomic import atomic_write_text
 
+OUTPUT_PREFIX = "output."
 DOCS = ("README.md", "docs/*.md", "benchmarks/README.md")
 """The Markdown files with generated blocks, as globs relative to the repository root."""
 
 
 def build_tables(results: Path) -> dict[str, str]:
-    """Every table by block name, made from the results folder ``results``."""
+    """Every table by block name, made from the results folder ``results``.
+
+    Besides the tables, every saved benchmark output ``results/FILE.txt`` is a block ``output.FILE.txt``
+    (:func:`output_blocks`), so a doc can show a run's output without copying it.
+    """
     tables = fl_comparison_tables(load_parts(results))
     tables.update((name, make(results)) for name, make in TABLES.items())
+    tables.update(output_blocks(results))
     return tables
+
+
+def output_blocks(results: Path) -> dict[str, str]:
+    """``output.FILE.txt`` -> the saved benchmark output ``results/FILE.txt`` verbatim, as a code block."""
+    return {
+        f"{OUTPUT_PREFIX}{path.name}": "```text\n" + path.read_text(encoding="utf-8").rstrip("\n") + "\n```"
+        for path in sorted(results.glob("*.txt"))
+    }
 
 
 def doc_paths(root: Path) -> list[Path]:

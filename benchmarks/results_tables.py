@@ -94,6 +94,11 @@ def centralized_table(results: Path) -> str:
     for key, label in BASELINE_LABELS.items():
         model = before["models"][key]
         rows.append([f"{label}, one core ({before['date']})", str(model["epochs"]), *_metric_cells(model["test"])])
+    earlier = shipped["before_this_config"]  # the same command with the config's earlier settings
+    earlier_test = {"classification/auc": earlier["test_auc"], "segmentation/dice": earlier["test_dice"],
+                    "detection/map50": earlier["test_map50"]}  # fmt: skip
+    rows.append([f"shipped command, the config's earlier settings ({earlier['classification_n']} labelled test "
+                 f"lesions, {shipped['date']})", str(earlier["epochs"]), *_metric_cells(earlier_test)])  # fmt: skip
     return table(["model", "epochs in 10 min", *(column for column, _, _ in METRICS)], rows)
 
 
@@ -142,6 +147,39 @@ def classification_variants_table(results: Path) -> str:
     return table(_run_header(("`model.` / `train.` settings",), "last training CE"), rows)
 
 
+CURVES = (  # (row label, per-epoch key) of the classification curves kept with a centralized run
+    ("validation AUC", "val_auc_per_epoch"),
+    ("validation CE", "val_cls_loss_per_epoch"),
+    ("training CE", "train_cls_loss_per_epoch"),
+    ("probe fit loss", "probe_loss_per_epoch"),
+)
+
+
+def curves_table(results: Path) -> str:
+    """Classification curves per epoch of the shipped-config run and of every run of the probe comparison."""
+    shipped = load(results, "centralized_shipped_10min.json")
+    probe = load(results, "classification_probe_10min.json")
+    runs = {"shipped config": shipped, **{f"{key}: {run['model']}": run for key, run in probe["runs"].items()}}
+    width = max(len(run.get(key) or ()) for run in runs.values() for _, key in CURVES)
+    rows = []
+    for name, run in runs.items():
+        for label, key in CURVES:
+            values = run.get(key) or []
+            if values:
+                cells = [fmt(v, 2) for v in values]
+                rows.append([name, label, *cells, *[""] * (width - len(cells))])
+    return table(["run", "curve", *(f"epoch {i}" for i in range(1, width + 1))], rows)
+
+
+def offline_checks_table(results: Path) -> str:
+    """``classification_signal.py --checkpoint`` on probe checkpoints: where their classification comes from."""
+    checks = {k: v for k, v in load(results, "classification_probe_10min.json")["offline_checks"].items()
+              if isinstance(v, Mapping)}  # fmt: skip
+    columns = list(next(iter(checks.values())))
+    header = ["checkpoint", *(c if "std" in c else f"{c} (test AUC)" for c in columns)]
+    return table(header, [[name, *(fmt(values.get(c)) for c in columns)] for name, values in checks.items()])
+
+
 # -------------------------------------------------------------------------------------------- throughput
 
 
@@ -164,6 +202,44 @@ def throughput_table(results: Path) -> str:
         ])  # fmt: skip
     header = ["preset", "px", "batch", "heads", "precision", "img/s", "train GFLOP/img", "MFU (fp32 peak)",
               "MFU (bf16 peak)", "peak RSS"]  # fmt: skip
+    return table(header, rows)
+
+
+def _config(spec: Mapping[str, Any], precision: bool = False) -> str:
+    """``tiny/128px/all/b32`` (with ``/fp32`` or ``/bf16`` when ``precision``)."""
+    name = f"{spec['preset']}/{spec['image_size']}px/{spec['heads']}/b{spec['batch_size']}"
+    return f"{name}/{spec['precision']}" if precision else name
+
+
+def throughput_parts_table(results: Path) -> str:
+    """Share of the model-forward FLOPs by part, per configuration with all heads (the same in both precisions)."""
+    parts = ("encoder", "classification", "segmentation", "detection")
+    rows, seen = [], set()
+    for r in _throughput(results)["results"]:
+        name = _config(r["spec"])
+        if r["spec"]["heads"] == "all" and name not in seen:
+            seen.add(name)
+            total, by_part = r["forward_flops_per_image"], r["forward_flops_by_part"]
+            rows.append([name, f"{total / 1e9:.2f}", *(f"{100 * by_part.get(p, 0.0) / total:.1f} %" for p in parts)])
+    return table(["config", "fwd GFLOP/img", *parts], rows)
+
+
+def throughput_profile_table(results: Path) -> str:
+    """Where a profiled step's time goes by kind of operation, and the rate each FLOP-bearing kind reaches."""
+    data = _throughput(results)
+    peaks = {"fp32": data["fp32_peak_flops_per_s"], "bf16": data["bf16_peak_flops_per_s"]}
+    rows = []
+    for r in data["results"]:
+        profile = r.get("profile")
+        for kind, ms in (profile or {}).get("category_ms", {}).items():
+            gflop = profile["category_gflops"].get(kind, 0.0)
+            rate = gflop / (ms / 1e3) if ms > 0 and gflop > 0 else None
+            shares = [f"{100 * rate * 1e9 / peaks[p]:.1f} %" if rate and (p == "fp32" or r["spec"]["precision"] == p)
+                      else "–" for p in peaks]  # fmt: skip
+            share = f"{100 * ms / profile['step_ms']:.1f} %"
+            rows.append([_config(r["spec"], precision=True), kind, f"{ms:,.0f}", share, f"{gflop:.1f}", fmt(rate, 1),
+                         *shares])  # fmt: skip
+    header = ["step", "kind", "ms/step", "share of step", "GFLOP/step", "GFLOP/s", "% of fp32 peak", "% of bf16 peak"]
     return table(header, rows)
 
 
@@ -208,6 +284,8 @@ OVERHEAD_ROWS = (  # (workload, setting, file, key of the run inside the file or
      "round_overhead_plain_demo.json", None, 0),
     ("400 images, 3 local epochs", "loopback deployment, fused evaluation, packed",
      "round_overhead_packed_400x3.json", None, 0),
+    ("120 images, 1 local epoch", "loopback deployment, fused evaluation, packed, DEBUG logs (the traced run)",
+     "round_overhead_packed_demo_trace.json", None, 0),
 )  # fmt: skip
 """The rows of the per-round overhead table, in the order they are shown."""
 BEFORE_ROWS = (  # the same for the earlier runs: unfused and unpacked, then fused, both loopback deployment
@@ -347,8 +425,12 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "probe_runs": probe_runs_table,
     "pooling_variants": pooling_table,
     "classification_variants": classification_variants_table,
+    "curves": curves_table,
+    "offline_checks": offline_checks_table,
     "throughput": throughput_table,
     "throughput_conditions": throughput_conditions_table,
+    "throughput_parts": throughput_parts_table,
+    "throughput_profile": throughput_profile_table,
     "round_overhead": overhead_table,
     "round_overhead_before": overhead_before_table,
     "deployment_trace": trace_table,

@@ -150,3 +150,45 @@ def test_headline_figures_come_from_the_results_files():
     # Assert
     assert f"AUC {shipped['classification/auc']:.3f}" in headline
     assert "BNP matching" in headline and "img/s" in headline and "loopback deployment" in headline
+
+
+def test_an_output_block_is_the_saved_benchmark_output_verbatim(tmp_path):
+    # Prepare: a results folder with one saved output
+    (tmp_path / "run.txt").write_text("$ python -m benchmarks.x\nline 1\n\n", encoding="utf-8")
+    # Execute
+    blocks = docs_tables.output_blocks(tmp_path)
+    # Assert
+    assert blocks == {"output.run.txt": "```text\n$ python -m benchmarks.x\nline 1\n```"}
+    assert blocks["output.run.txt"] == "```text\n$ python -m benchmarks.x\nline 1\n```"
+
+
+def test_curves_and_offline_checks_follow_the_probe_results_file(tmp_path):
+    # Prepare: change one curve value and one offline check in a copy of the results
+    results = shutil.copytree(ROOT / "docs" / "results", tmp_path / "results")
+    path = results / "classification_probe_10min.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["runs"]["C1"]["val_auc_per_epoch"][0] = 0.123
+    data["offline_checks"]["P2 best.pt"]["linear layer alone"] = 0.321
+    path.write_text(json.dumps(data), encoding="utf-8")
+    # Execute
+    curves, checks = TABLES["curves"](results), TABLES["offline_checks"](results)
+    # Assert: the changed values appear in their rows, every curve row has one cell per epoch of the longest run
+    c1 = next(row for row in curves.splitlines() if row.startswith("| C1: ") and "| validation AUC |" in row)
+    assert "| 0.12 |" in c1
+    assert "| 0.321 |" in next(row for row in checks.splitlines() if row.startswith("| P2 best.pt |"))
+    widths = {row.count("|") for row in curves.splitlines()}
+    assert len(widths) == 1
+
+
+def test_throughput_parts_add_up_and_the_profile_covers_every_category_of_each_profiled_step():
+    # Prepare
+    results = ROOT / "docs" / "results"
+    profiled = [r for r in load(results, "throughput_128px.json")["results"] if r.get("profile")]
+    # Execute
+    parts = TABLES["throughput_parts"](results).splitlines()[2:]
+    profile = TABLES["throughput_profile"](results).splitlines()[2:]
+    # Assert: the part shares of a configuration sum to 100 %, one profile row per (step, category)
+    for row in parts:
+        shares = [float(cell.strip().removesuffix(" %")) for cell in row.strip("|").split("|")[2:]]
+        assert sum(shares) == pytest.approx(100.0, abs=0.2)
+    assert len(profile) == sum(len(r["profile"]["category_ms"]) for r in profiled) > 0
