@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mtmedformer.config.loader import FieldError
+from mtmedformer.config.loader import FieldError, reject_non_finite
 
 DataSource = Literal["manifest", "cbis_ddsm", "rsna", "kermany", "synthetic"]
 Modality = Literal["mammography", "chest_xray"]
@@ -40,6 +40,7 @@ class SyntheticConfig:
     lesion_conspicuity: float = 1.0  # multiplies lesion contrast (masses, opacities): > 1 easier, < 1 harder
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         _positive("num_sites", self.num_sites)
         _positive("images_per_site", self.images_per_site)
         _positive("lesion_conspicuity", self.lesion_conspicuity)
@@ -92,6 +93,7 @@ class DataConfig:
     native: NativeLayoutConfig = field(default_factory=NativeLayoutConfig)
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if self.source != "synthetic" and not self.path:
             raise FieldError("path", f"is required when source is '{self.source}': give the manifest CSV or data root")
         if len(self.classes) < 2:

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mtmedformer.config.loader import FieldError
+from mtmedformer.config.loader import FieldError, reject_non_finite
 
 STRATEGY_SETTINGS: dict[str, tuple[str, ...]] = {
     # The aggregation strategies ``federated.strategy`` accepts, and the settings each one reads, as key paths
@@ -39,6 +39,7 @@ class PartitionConfig:
     seed: int = 0  # seed of the partition
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if self.alpha <= 0:
             raise FieldError("alpha", f"must be > 0, got {self.alpha}")
 
@@ -56,6 +57,7 @@ class StrategyOptions:
     trim_beta: float = 0.2  # FedTrimmedAvg: fraction trimmed at each end, in [0, 0.5)
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if self.proximal_mu < 0:
             raise FieldError("proximal_mu", f"must be >= 0, got {self.proximal_mu}")
         for name in ("server_lr", "tau"):
@@ -80,7 +82,8 @@ class MatchingConfig:
     prior_variance
         ``sigma0^2`` of the prior centred on the previous global model, in units of each tensor's noise
         variance: the prior weighs like ``1 / sigma0^2`` average clients (server step
-        ``eta = J / (J + 1 / sigma0^2)``). Default inf: plain precision-weighted average.
+        ``eta = J / (J + 1 / sigma0^2)``). Default inf: plain precision-weighted average. The one config value
+        where ``+inf`` is accepted (it means "no prior"); NaN and ``-inf`` are rejected.
     iterations
         Leave-one-out re-alignment passes after the initial pass. Default 2.
     max_sweeps
@@ -108,6 +111,7 @@ class MatchingConfig:
     noise_floor: float = 1e-4
 
     def __post_init__(self) -> None:
+        reject_non_finite(self, allow_inf=("prior_variance",))
         if not self.prior_variance > 0:
             raise FieldError("prior_variance", f"must be > 0 (.inf = no prior), got {self.prior_variance}")
         if self.iterations < 0:
@@ -149,6 +153,7 @@ class FederatedConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         for name in ("rounds", "local_epochs", "client_threads"):
             if getattr(self, name) < 1:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")

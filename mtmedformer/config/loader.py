@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -30,6 +31,38 @@ class FieldError(ConfigError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+def reject_non_finite(obj: Any, *, allow_inf: typing.Iterable[str] = ()) -> None:
+    """Raise :class:`FieldError` for the first float field of the dataclass ``obj`` that is NaN or infinite.
+
+    Every config dataclass calls this first in ``__post_init__``: comparisons with NaN are false, so a range
+    check such as ``if lr <= 0`` lets NaN through, and an infinite budget or timeout never ends. Tuples of
+    floats are checked element by element.
+
+    Parameters
+    ----------
+    obj
+        A config dataclass instance.
+    allow_inf
+        Names of fields where ``+inf`` is a meaningful value (e.g. "no prior"); NaN and ``-inf`` stay errors.
+
+    Raises
+    ------
+    FieldError
+        Naming the field, so that the loader reports its full key path.
+    """
+    allowed = set(allow_inf)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            if not isinstance(item, float) or math.isfinite(item):
+                continue
+            if f.name in allowed and item == math.inf:
+                continue
+            hint = " (.inf is allowed here, NaN and -inf are not)" if f.name in allowed else ""
+            raise FieldError(f.name, f"must be a finite number, got {value}{hint}")
 
 
 def suggest(name: str, options: typing.Iterable[str]) -> str:

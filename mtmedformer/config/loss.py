@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mtmedformer.config.loader import FieldError
+from mtmedformer.config.loader import FieldError, reject_non_finite
 
 Weighting = Literal["fixed", "uncertainty"]
 SegmentationCE = Literal["bce", "focal"]
@@ -37,6 +37,7 @@ class TaskWeights:
     detection: float = 1.0  # multiplies the mean detection-head loss over samples with boxes
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         for name in ("classification", "segmentation", "detection"):
             _non_negative(name, getattr(self, name))
 
@@ -58,6 +59,7 @@ class SegmentationLossConfig:
     dice_smooth: float = 1.0
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         _non_negative("dice_weight", self.dice_weight)
         _non_negative("ce_weight", self.ce_weight)
         if self.dice_weight == 0 and self.ce_weight == 0:
@@ -75,6 +77,7 @@ class ClassificationLossConfig:
     class_weights: tuple[float, ...] | None = None  # one weight per class (data.classes order); None = equal
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise FieldError("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         if self.class_weights is not None:
@@ -94,6 +97,7 @@ class DetectionLossConfig:
     loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         _non_negative("loss_weight", self.loss_weight)
 
 
@@ -109,6 +113,7 @@ class LossConfig:
     detection: DetectionLossConfig = field(default_factory=DetectionLossConfig)
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if self.weighting == "uncertainty" and self.weights != TaskWeights():
             # The learned weights exp(-s_t) absorb any constant factor on L_t, so fixed weights would be
             # silently ineffective; say so rather than ignore them.

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mtmedformer import TASKS
-from mtmedformer.config.loader import FieldError, suggest
+from mtmedformer.config.loader import FieldError, reject_non_finite, suggest
 from mtmedformer.config.tasks import check_tasks
 
 Arch = Literal["vit", "cnn"]
@@ -68,6 +68,7 @@ class DetectionConfig:
     max_detections: int = 100  # decode returns at most this many boxes per image
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if not _is_power_of_two(self.stride) or not 2 <= self.stride <= MAX_PATCH_SIZE:
             raise FieldError("stride", f"must be a power of 2 between 2 and {MAX_PATCH_SIZE}, got {self.stride}")
         if self.feature_size < 1:
@@ -120,6 +121,7 @@ class ModelConfig:
     pretrained: str | None = None  # ViT checkpoint (timm/Hugging Face .safetensors/.pt) loaded into the encoder
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if self.pretrained is not None and self.arch != "vit":
             raise FieldError("pretrained", "loads a ViT checkpoint into the ViT encoder; set arch: vit or drop it")
         _one_of("arch", self.arch, ARCHS)

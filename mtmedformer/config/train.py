@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mtmedformer.config.loader import FieldError
+from mtmedformer.config.loader import FieldError, reject_non_finite
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class TrainConfig:
     progress: bool = True  # show progress bars
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")

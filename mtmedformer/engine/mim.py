@@ -68,6 +68,9 @@ class MimConfig:
     weight_decay: float = 0.05
 
     def __post_init__(self) -> None:
+        for name in ("minutes", "mask_ratio", "lr", "weight_decay"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.minutes <= 0:
             raise ConfigError(f"--minutes must be > 0, got {self.minutes}")
         if self.max_epochs < 1:
