@@ -74,7 +74,7 @@ def test_every_float_setting_rejects_non_finite_values_with_its_key_path(path, i
 def test_prior_variance_accepts_inf_as_no_prior_but_not_nan():
     assert config_from_dict(_nested("federated.matching.prior_variance", math.inf)).federated.matching.prior_variance \
         == math.inf
-    with pytest.raises(ConfigError, match="federated.matching.prior_variance: must be a finite number, got nan"):
+    with pytest.raises(ConfigError, match=r"federated\.matching\.prior_variance: must be a finite number, got nan"):
         config_from_dict(_nested("federated.matching.prior_variance", math.nan))
 
 
