@@ -132,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="centralized (or one site's local-only) training")
     _add_config_args(train)
-    train.add_argument("--overwrite", action="store_true", help="reuse a train.output_dir that holds a run")
+    train.add_argument(
+        "--overwrite", action="store_true",
+        help="start afresh in a train.output_dir that holds a run (its files move to <dir>.previous-<time>)",
+    )
     train.set_defaults(func=_cmd_train)
 
     pre = sub.add_parser("pretrain", help="self-supervised (SimMIM) pre-training of the ViT encoder on the train split")

@@ -72,11 +72,25 @@ def make_loader(
 
 
 def _prepare_output_dir(path: Path, overwrite: bool) -> None:
-    if path.exists() and any(path.glob("*.pt")) and not overwrite:
+    """Make ``path`` an empty run folder; with ``overwrite``, an earlier run's files are moved aside first.
+
+    An overwritten run must leave nothing behind: a ``best.pt`` the new run does not replace (no validation
+    split, a misspelt ``train.monitor``) would otherwise be evaluated and reported as the new model.
+    """
+    holds_run = path.is_dir() and any(path.iterdir())
+    if holds_run and not overwrite and any(path.glob("*.pt")):
         raise ConfigError(
             f"train.output_dir: {path} already holds a run (checkpoints found); choose another "
             "train.output_dir (e.g. --set train.output_dir=runs/new) or pass --overwrite"
         )
+    if holds_run and overwrite:
+        aside = path.with_name(f"{path.name}.previous-{time.strftime('%Y%m%d-%H%M%S')}")
+        suffix = 1
+        while aside.exists():  # two overwrites within one second
+            aside = aside.with_name(f"{path.name}.previous-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}")
+            suffix += 1
+        path.rename(aside)
+        log.warning("--overwrite: the earlier run in %s was moved to %s; the new run starts empty", path, aside)
     path.mkdir(parents=True, exist_ok=True)
 
 
@@ -98,7 +112,8 @@ def fit(
     ------
     ConfigError
         If the output folder already holds a run and ``overwrite`` is false, or an enabled task has no
-        annotated training sample.
+        annotated training sample. With ``overwrite`` the earlier run's folder is renamed to
+        ``<output_dir>.previous-<timestamp>`` (logged), so the new run starts from an empty folder.
     """
     out = Path(cfg.train.output_dir)
     _prepare_output_dir(out, overwrite)

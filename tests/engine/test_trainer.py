@@ -84,6 +84,29 @@ def test_task_without_annotations_is_rejected_with_the_key_path(tiny_config, tmp
         fit(cfg, sets["train"])
 
 
+def test_overwrite_starts_from_an_empty_folder_and_keeps_the_old_run_aside(tiny_config, caplog):
+    # Prepare: a first run with a validation split writes best.pt, metrics and plots
+    cfg = tiny_config(train={"epochs": 1})
+    sets = _datasets(cfg)
+    first = fit(cfg, sets["train"], sets["val"])
+    (first.output_dir / "notes.txt").write_text("left by the first run")
+    old_best = load_checkpoint(first.output_dir / "best.pt")
+    # Execute: the second run has a misspelt monitor, so no epoch scores and no best.pt is written by score
+    cfg2 = tiny_config(train={"epochs": 2, "monitor": "mean_scor"})
+    with caplog.at_level("WARNING", logger="mtmedformer"):
+        second = fit(cfg2, sets["train"], sets["val"], overwrite=True)
+    # Assert
+    out = second.output_dir
+    assert not (out / "notes.txt").exists()
+    new_best = load_checkpoint(out / "best.pt")
+    assert new_best.epoch == 2 and new_best.config.train.monitor == "mean_scor"
+    assert not all(torch.equal(new_best.model_state[k], old_best.model_state[k]) for k in old_best.model_state)
+    aside = sorted(out.parent.glob(f"{out.name}.previous-*"))
+    assert len(aside) == 1 and (aside[0] / "notes.txt").is_file() and (aside[0] / "best.pt").is_file()
+    assert load_checkpoint(aside[0] / "best.pt").epoch == old_best.epoch
+    assert any("moved to" in r.getMessage() and str(aside[0]) in r.getMessage() for r in caplog.records)
+
+
 def test_checkpoint_round_trip_rebuilds_the_same_model(tiny_config, tmp_path):
     # Prepare
     cfg = tiny_config()
