@@ -85,7 +85,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mtmedformer.atomic import atomic_write_json
     from mtmedformer.data.dataset import MedicalImageDataset
     from mtmedformer.data.manifest import read_manifest
-    from mtmedformer.engine.checkpoint import load_checkpoint
+    from mtmedformer.engine.checkpoint import load_checkpoint, load_model_state
     from mtmedformer.engine.device import resolve_device
     from mtmedformer.engine.loop import evaluate
     from mtmedformer.engine.setup import build_model_and_loss
@@ -94,9 +94,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt.config
     objects = build_model_and_loss(cfg)
-    objects.model.load_state_dict(ckpt.model_state)
-    if ckpt.loss_state:
-        objects.loss_fn.load_state_dict(ckpt.loss_state)
+    load_model_state(ckpt, objects.model, objects.loss_fn)
     device = resolve_device(cfg.train.device)
     objects.model.to(device)
     objects.loss_fn.to(device)

@@ -18,6 +18,7 @@ from mtmedformer.errors import MTMedFormerError
 
 FORMAT = "mtmedformer-checkpoint"
 FORMAT_VERSION = 1
+_SHOWN_KEYS = 5  # tensor names quoted per kind of problem in an error message
 
 
 class CheckpointError(MTMedFormerError):
@@ -44,6 +45,8 @@ class Checkpoint:
         Validation metrics at save time.
     extra
         Anything else the writer needs to resume (e.g. metric history, RNG states).
+    path
+        The file it was read from (named in error messages), or None.
     """
 
     config: ExperimentConfig
@@ -54,6 +57,16 @@ class Checkpoint:
     epoch: int
     metrics: dict[str, Any]
     extra: dict[str, Any]
+    path: Path | None = None
+
+    def describe_model(self) -> str:
+        """The config settings that decide the model's tensor shapes, for error messages."""
+        m = self.config.model
+        return (
+            f"model.arch={m.arch}, model.preset={m.preset}, model.patch_size={m.patch_size}, model.depth={m.depth}, "
+            f"model.tasks={list(m.tasks)}, data.image_size={self.config.data.image_size}, "
+            f"data.classes={list(self.config.data.classes)}"
+        )
 
 
 def save_checkpoint(
@@ -94,7 +107,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     Raises
     ------
     CheckpointError
-        If the file is missing, unreadable, or not an MTMedFormer checkpoint of a known version.
+        If the file is missing, unreadable, not an MTMedFormer checkpoint of a known version, or its model or
+        loss tensors hold NaN or infinity (the message names them).
     ConfigError
         If its config is not valid for this version, e.g. it was trained with a removed model variant (keys of
         removed settings at their kept value are dropped: :mod:`mtmedformer.config.retired`).
@@ -112,6 +126,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(
             f"{path} has checkpoint format version {payload.get('version')}; this version reads {FORMAT_VERSION}"
         )
+    for part in ("model", "loss"):
+        _check_finite(payload.get(part) or {}, part, path)
     return Checkpoint(
         config=config_from_dict(drop_retired_keys(payload["config"])),
         model_state=payload["model"],
@@ -121,4 +137,62 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         epoch=int(payload["epoch"]),
         metrics=payload.get("metrics") or {},
         extra=payload.get("extra") or {},
+        path=path,
     )
+
+
+def _shown(names: list[str]) -> str:
+    more = f" and {len(names) - _SHOWN_KEYS} more" if len(names) > _SHOWN_KEYS else ""
+    return ", ".join(names[:_SHOWN_KEYS]) + more
+
+
+def _check_finite(state: Mapping[str, Any], part: str, path: Path) -> None:
+    """Reject a checkpoint whose floating-point tensors hold NaN or infinity, naming them."""
+    bad = [
+        name
+        for name, tensor in state.items()
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path} has NaN or infinite values in {len(bad)} {part} tensor(s): {_shown(bad)}; "
+            "the run that wrote it diverged or the file was damaged: use an earlier checkpoint or retrain"
+        )
+
+
+def load_model_state(checkpoint: Checkpoint, model: nn.Module, loss_fn: nn.Module | None = None) -> None:
+    """Load the checkpoint's weights into ``model`` (and learned loss weights into ``loss_fn``), strictly.
+
+    ``model`` is normally built from ``checkpoint.config``; a checkpoint whose config and weights disagree
+    (an edited file, or weights saved from another model) would otherwise fail inside ``load_state_dict``
+    with a long traceback.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the missing, unexpected and wrongly shaped tensors, and the checkpoint's model settings.
+    """
+    targets = [("model", model, checkpoint.model_state)]
+    if loss_fn is not None and checkpoint.loss_state:
+        targets.append(("loss", loss_fn, checkpoint.loss_state))
+    for part, module, state in targets:
+        expected = module.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        shapes = [
+            f"{k} {tuple(state[k].shape)} (model {tuple(v.shape)})"
+            for k, v in expected.items()
+            if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(v.shape)
+        ]
+        problems = [
+            f"{label}: {_shown(names)}"
+            for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
+            if names
+        ]
+        if problems:
+            raise CheckpointError(
+                f"checkpoint {checkpoint.path}: its {part} weights do not fit the {part} its config builds "
+                f"({checkpoint.describe_model()}); {'; '.join(problems)}. The config stored in the file does not "
+                "describe its weights: use the checkpoint as its training run wrote it"
+            )
+        module.load_state_dict(state)
