@@ -20,6 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from mtmedformer.atomic import atomic_write_text
 from mtmedformer.config import ExperimentConfig, config_from_dict, to_dict
+from mtmedformer.config.retired import drop_retired_keys
 from mtmedformer.data.sources import load_records, make_datasets
 from mtmedformer.engine.loop import evaluate
 from mtmedformer.engine.seeding import seed_everything
@@ -30,6 +31,7 @@ from mtmedformer.logs import setup_logging
 from server.report import write_report
 from server.results import write_results
 from server.rounds import RoundLoop
+from server.run_lock import RunFolderLock
 from server.settings import ServerSettings
 from server.state import ResumeError, ServerState
 from server.strategy_factory import build_strategy
@@ -66,35 +68,53 @@ def pooled_test_evaluator(cfg: ExperimentConfig) -> Callable[[int, dict[str, tor
     return evaluate_global
 
 
-def open_run(settings: ServerSettings, cfg: ExperimentConfig) -> tuple[Path, ServerState]:
-    """Create a new run folder, or reopen one to resume.
+def open_run(settings: ServerSettings, cfg: ExperimentConfig, run_dir: Path) -> ServerState:
+    """Start a new run in ``run_dir``, or reopen it to resume; the caller holds the folder's lock.
+
+    A resumed run's saved config passes through :func:`~mtmedformer.config.retired.drop_retired_keys`, as a
+    checkpoint's does, so a run saved before a setting was removed still resumes.
 
     Raises
     ------
     ResumeError
-        When resuming a run whose saved config differs from the given one, or that has no state.
+        When resuming a run whose saved config differs from the given one, or that has no state; or when
+        starting a new run in a folder that already holds one.
+    ConfigError
+        When the saved config holds a removed setting at a value that no longer exists.
     """
-    run_dir = settings.run_dir(cfg, time.strftime("%Y%m%d-%H%M%S"))
     if settings.resume:
         state = ServerState.load(run_dir / "server_state.pt")
-        if config_from_dict(state.config) != cfg:
+        if config_from_dict(drop_retired_keys(state.config)) != cfg:
             raise ResumeError(
                 f"{run_dir} was started with another experiment config; resume with the same config and overrides "
                 f"(see {run_dir / 'config.yaml'}) or start a new run"
             )
         log.info("resuming %s after round %d of %d", run_dir, state.round, cfg.federated.rounds)
-        return run_dir, state
+        return state
     if (run_dir / "server_state.pt").exists():
         raise ResumeError(f"{run_dir} already holds a run: set resume=true to continue it, or choose another run-name")
-    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return run_dir, initial_state(cfg)
+    return initial_state(cfg)
 
 
 def run_experiment(grid: Grid, settings: ServerSettings, stop_after: int | None = None) -> dict[str, Any]:
-    """Run (or resume) a federated experiment and write its results; return the report's headline summary."""
+    """Run (or resume) a federated experiment and write its results; return the report's headline summary.
+
+    The run folder is locked (:class:`~server.run_lock.RunFolderLock`) from before its config is written until
+    this returns, so a second server with the same ``run-name`` stops with an error instead of sharing it.
+    """
     cfg = settings.load_experiment()
-    run_dir, state = open_run(settings, cfg)
+    run_dir = settings.run_dir(cfg, time.strftime("%Y%m%d-%H%M%S"))
+    if settings.resume and not run_dir.is_dir():
+        raise ResumeError(f"{run_dir} does not exist: nothing to resume; check output-dir and run-name")
+    with RunFolderLock(run_dir):
+        return _run_locked(grid, settings, cfg, run_dir, stop_after)
+
+
+def _run_locked(
+    grid: Grid, settings: ServerSettings, cfg: ExperimentConfig, run_dir: Path, stop_after: int | None
+) -> dict[str, Any]:
+    state = open_run(settings, cfg, run_dir)
     strategy = build_strategy(cfg)
     strategy.load_state_dict(state.strategy)
     started = time.monotonic()
