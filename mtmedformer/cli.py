@@ -39,11 +39,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
     from mtmedformer.config import load_config
+    from mtmedformer.data.decode_check import decode_records
     from mtmedformer.data.sources import describe_records, load_records
 
     cfg = load_config(args.config, args.overrides)
     records = load_records(cfg.data)
-    print(json.dumps(describe_records(records), indent=2))
+    decoded = decode_records(records, cfg.data, progress=cfg.train.progress)  # every image and mask, once
+    print(json.dumps(describe_records(decoded.records), indent=2))
     return 0
 
 
@@ -103,7 +105,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         records = [r for r in records if r.split == args.split]
         if not records:
             raise MTMedFormerError(f"{args.data} has no rows with split '{args.split}'; drop --split to use all rows")
-    dataset = MedicalImageDataset(records, cfg.data.classes, cfg.data.image_size, window=cfg.data.window_percentiles)
+    dataset = MedicalImageDataset(
+        records, cfg.data.classes, cfg.data.image_size, window=cfg.data.window_percentiles,
+        max_image_pixels=cfg.data.max_image_pixels, skip_undecodable=cfg.data.on_bad_row == "skip",
+    )
     metrics = evaluate(objects.model, make_loader(dataset, cfg, train=False), len(cfg.data.classes),
                        loss_fn=objects.loss_fn)
     output = args.output or Path(args.checkpoint).with_name(f"metrics_{Path(args.data).stem}.json")
@@ -124,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", type=Path, help="write here instead of the cache (settings: data.synthetic.*)")
     synth.set_defaults(func=_cmd_synth)
 
-    check = sub.add_parser("check-data", help="read and validate the configured data set and print its counts")
+    check = sub.add_parser(
+        "check-data", help="read and validate the configured data set, decode every image and mask, print its counts"
+    )
     _add_config_args(check)
     check.set_defaults(func=_cmd_check_data)
 

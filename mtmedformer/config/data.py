@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mtmedformer.config.loader import FieldError, reject_non_finite
+from mtmedformer.data.image_io import DEFAULT_MAX_IMAGE_PIXELS
 
 DataSource = Literal["manifest", "cbis_ddsm", "rsna", "kermany", "synthetic"]
 Modality = Literal["mammography", "chest_xray"]
@@ -85,7 +86,10 @@ class DataConfig:
     val_fraction: float = 0.15  # patient-level fraction for validation when the source gives no split
     test_fraction: float = 0.15  # patient-level fraction for test when the source gives no split
     split_seed: int = 0  # seed of the patient-level split
-    on_bad_row: Literal["error", "skip"] = "error"  # skip = drop bad rows, count them in one warning
+    # skip = drop bad rows (also files that do not decode: at check-data, and in training, where such an item is
+    # replaced by the next loadable one with a warning), count them in one warning
+    on_bad_row: Literal["error", "skip"] = "error"
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images (H * W) are refused from their header
     window_percentiles: tuple[float, float] = (0.5, 99.5)  # intensity window mapped to [0, 1]
     augment: bool = True  # random flips/rotations/intensity changes on the training split
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
@@ -113,3 +117,9 @@ class DataConfig:
             raise FieldError("window_percentiles", f"needs 0 <= low < high <= 100, got {[low, high]}")
         if self.num_workers < 0:
             raise FieldError("num_workers", f"must be >= 0, got {self.num_workers}")
+        if self.max_image_pixels < self.image_size**2:
+            raise FieldError(
+                "max_image_pixels",
+                f"must be >= image_size^2 = {self.image_size**2} (images are resized to that), got "
+                f"{self.max_image_pixels}",
+            )

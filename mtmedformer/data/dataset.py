@@ -13,9 +13,17 @@ from torch.utils.data import Dataset
 from mtmedformer import TASKS
 from mtmedformer.data.batch import BOXES, HAS_BOXES, HAS_LABEL, HAS_MASK, IMAGE, LABEL, MASK
 from mtmedformer.data.boxes import box_problem, boxes_from_mask
-from mtmedformer.data.image_io import percentile_window, read_image, read_mask
+from mtmedformer.data.image_io import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    check_pixel_limit,
+    percentile_window,
+    read_image,
+    read_mask,
+    reduction_factor,
+)
 from mtmedformer.data.records import Record
 from mtmedformer.data.transforms import build_transforms
+from mtmedformer.data.validate import image_shape
 from mtmedformer.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +44,15 @@ class MedicalImageDataset(Dataset):
     not depend on the number of DataLoader workers or the order items are drawn; call :meth:`set_epoch`
     at the start of each epoch to get new augmentations.
 
+    Memory: an image above ``max_image_pixels`` is refused from its header; an image above
+    :data:`~mtmedformer.data.image_io.REDUCE_ABOVE_PIXELS` is shrunk while it is decoded, by the integer factor
+    of :func:`~mtmedformer.data.image_io.reduction_factor` (its masks alike, boxes scaled to match), since it is
+    resized to ``image_size`` afterwards anyway.
+
+    With ``skip_undecodable``, an item whose files cannot be decoded (or that breaks a check only decoding can
+    make) is replaced by the next loadable record of the dataset, and a warning names the file once per
+    process; ``mtmedformer check-data`` finds such files before training.
+
     Parameters
     ----------
     records
@@ -50,6 +67,10 @@ class MedicalImageDataset(Dataset):
         ``(low, high)`` intensity percentiles mapped to 0 and 1, default ``(0.5, 99.5)``.
     seed
         Seed of the augmentation.
+    max_image_pixels
+        Largest accepted ``H * W`` of a source image (``data.max_image_pixels``).
+    skip_undecodable
+        Replace an undecodable item instead of raising (``data.on_bad_row: skip``).
 
     Raises
     ------
@@ -68,6 +89,8 @@ class MedicalImageDataset(Dataset):
         train: bool = False,
         window: tuple[float, float] = (0.5, 99.5),
         seed: int = 0,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        skip_undecodable: bool = False,
     ) -> None:
         classes = tuple(classes)
         if not classes or len(set(classes)) != len(classes):
@@ -82,6 +105,9 @@ class MedicalImageDataset(Dataset):
         self.window = (float(low), float(high))
         self.seed = seed
         self.epoch = 0
+        self.max_image_pixels = max_image_pixels
+        self.skip_undecodable = skip_undecodable
+        self.undecodable: set[int] = set()  # indices found undecodable in this process
         self._index = {name: i for i, name in enumerate(classes)}
         for record in self.records:
             if record.label is not None and record.label not in self._index:
@@ -124,13 +150,37 @@ class MedicalImageDataset(Dataset):
                 counts[record.label] += 1
         return counts
 
-    def _load(self, record: Record) -> dict[str, Any]:
-        """Read one record at source resolution: image (H, W) in [0, 1], mask (H, W) bool, boxes (N, 4)."""
+    def load_record(self, record: Record) -> dict[str, Any]:
+        """Read one record at source resolution (or shrunk, see the class docstring), unaugmented.
+
+        Returns
+        -------
+        dict
+            ``image`` (H, W) float32 in [0, 1], ``mask`` (H, W) bool, ``boxes`` (N, 4) float32 in its pixels.
+
+        Raises
+        ------
+        DataError
+            If a file cannot be decoded or is too large, a mask's size differs from its image, or a box lies
+            outside the image; the message names the record's origin and the file.
+        """
         try:
-            image = percentile_window(read_image(record.image), *self.window)
+            shape = image_shape(record.image)  # header only: decides the limit and the shrink factor
+            check_pixel_limit(shape, self.max_image_pixels, record.image)
+            factor = reduction_factor(shape, self.image_size)
+            raw = read_image(record.image, max_pixels=self.max_image_pixels, reduce=factor)
+            image = percentile_window(raw, *self.window)
+            del raw
             mask = np.zeros(image.shape, dtype=bool)
             for path in record.masks or ():
-                mask |= read_mask(path, image.shape)
+                if factor > 1 and image_shape(path) != shape:  # shrunk sizes could agree where full ones do not
+                    other = image_shape(path)
+                    raise DataError(
+                        f"mask is {other[1]}x{other[0]} (WxH) but its image is {shape[1]}x{shape[0]}; "
+                        "masks must have exactly the image's size",
+                        path=path,
+                    )
+                mask |= read_mask(path, image.shape, max_pixels=self.max_image_pixels, reduce=factor)
         except DataError as exc:
             raise DataError(exc.reason, origin=record.origin or None, path=exc.path) from None
         if record.boxes_from_mask and record.masks is not None:
@@ -138,10 +188,34 @@ class MedicalImageDataset(Dataset):
         else:
             boxes = np.asarray(record.boxes or (), dtype=np.float32).reshape(-1, 4)
             for box in boxes:
-                problem = box_problem(box.tolist(), image.shape)
+                problem = box_problem(box.tolist(), shape)
                 if problem:
                     raise DataError(problem, origin=record.origin or None, path=record.image)
+            if factor > 1:  # pixel-edge coordinates scale exactly with the image (mtmedformer.data.boxes)
+                scale = np.array([image.shape[1] / shape[1], image.shape[0] / shape[0]] * 2, dtype=np.float32)
+                boxes = boxes * scale
         return {IMAGE: image, MASK: mask, BOXES: boxes}
+
+    def _load_or_replace(self, index: int) -> tuple[Record, dict[str, Any]]:
+        """Load item ``index``; with ``skip_undecodable``, the next loadable record when it fails."""
+        n = len(self.records)
+        first_error: DataError | None = None
+        for step in range(n):
+            j = (index + step) % n
+            if j in self.undecodable:  # known bad in this process: not decoded again
+                continue
+            try:
+                return self.records[j], self.load_record(self.records[j])
+            except DataError as exc:
+                if not self.skip_undecodable:
+                    raise
+                first_error = first_error or exc
+                if j not in self.undecodable:
+                    self.undecodable.add(j)
+                    logger.warning("skipped (data.on_bad_row: skip): %s; the next loadable image is used", exc)
+        example = f", e.g. {first_error}" if first_error is not None else ""
+        raise DataError(f"none of the {n} images of this dataset can be loaded{example}; check the data with "
+                        "mtmedformer check-data")
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Return sample ``index`` as a dict (see :mod:`mtmedformer.data.batch`).
@@ -150,10 +224,10 @@ class MedicalImageDataset(Dataset):
         ------
         DataError
             If an image or mask cannot be decoded, a mask's size differs from its image, or a box lies outside
-            the image; the message names the record's origin and the file.
+            the image (with ``skip_undecodable``: only when no record of the dataset loads); the message names
+            the record's origin and the file.
         """
-        record = self.records[index]
-        loaded = self._load(record)
+        record, loaded = self._load_or_replace(index)
         sample = {
             IMAGE: torch.from_numpy(loaded[IMAGE])[None],  # (1, H, W)
             MASK: torch.from_numpy(loaded[MASK].astype(np.float32))[None],  # (1, H, W)

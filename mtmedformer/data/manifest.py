@@ -20,8 +20,9 @@ column         required  content
 =============  ========  ===================================================================================
 
 Any other column is kept as text in ``Record.extra``, unless its name looks like a misspelt known column
-(``lable``), which is an error. Sizes of images and masks are read from file headers only; a corrupt
-pixel body is reported when the dataset loads the image.
+(``lable``), which is an error. Sizes of images and masks are read from file headers only; pixels are
+decoded by ``mtmedformer check-data`` (:mod:`mtmedformer.data.decode_check`) and when the dataset loads an
+image.
 """
 
 from __future__ import annotations

@@ -59,6 +59,8 @@ def make_datasets(cfg: DataConfig, records: Sequence[Record], *, seed: int = 0) 
             train=(split == "train" and cfg.augment),
             window=cfg.window_percentiles,
             seed=seed,
+            max_image_pixels=cfg.max_image_pixels,
+            skip_undecodable=cfg.on_bad_row == "skip",
         )
         for split in SPLITS
         if groups.get(split)

@@ -2,14 +2,15 @@
 
 Checking a manifest of thousands of mammograms must not decode every image, so sizes come from the
 file headers: PIL opens lazily, DICOM is read with ``stop_before_pixels=True``, and NIfTI's header
-holds the shape. A corrupt pixel body is caught later, when the dataset loads the image.
+holds the shape. Pixel bodies are decoded by ``mtmedformer check-data``
+(:mod:`mtmedformer.data.decode_check`) and when the dataset loads an image.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mtmedformer.data.image_io import IMAGE_SUFFIXES
+from mtmedformer.data.image_io import IMAGE_SUFFIXES, open_pil
 from mtmedformer.errors import DataError
 
 
@@ -48,10 +49,10 @@ def check_image_file(path: Path, what: str = "image") -> None:
 
 
 def _pil_shape(path: Path) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:  # lazy: reads the header only
+        with open_pil(path) as img:  # lazy: reads the header only; no PIL DecompressionBombError
             width, height = img.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read the image header ({exc}); re-export the file", path=path) from None
