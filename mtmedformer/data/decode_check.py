@@ -10,37 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
 from mtmedformer.config import DataConfig
 from mtmedformer.data.dataset import MedicalImageDataset
+from mtmedformer.data.manifest import ManifestResult, shown_reasons
 from mtmedformer.data.records import Record
 from mtmedformer.errors import DataError
 
 log = logging.getLogger(__name__)
 
-_SHOWN_REASONS = 3  # skipped-record reasons quoted in the summary warning
-
-
-@dataclass
-class DecodeResult:
-    """What :func:`decode_records` found.
-
-    Attributes
-    ----------
-    records
-        The records whose files all decoded, in input order.
-    skipped
-        One reason per record dropped (``on_bad_row: skip``), naming its row and file.
-    """
-
-    records: list[Record]
-    skipped: list[str] = field(default_factory=list)
-
-
-def decode_records(records: Sequence[Record], cfg: DataConfig, *, progress: bool = True) -> DecodeResult:
+def decode_records(records: Sequence[Record], cfg: DataConfig, *, progress: bool = True) -> ManifestResult:
     """Decode the image and masks of every record, with a progress bar on stderr.
 
     Parameters
@@ -53,6 +34,11 @@ def decode_records(records: Sequence[Record], cfg: DataConfig, *, progress: bool
         one warning).
     progress
         Show the progress bar.
+
+    Returns
+    -------
+    ManifestResult
+        The records whose files all decoded (input order) and one reason per record dropped.
 
     Raises
     ------
@@ -75,9 +61,8 @@ def decode_records(records: Sequence[Record], cfg: DataConfig, *, progress: bool
             continue
         kept.append(record)
     if skipped:
-        shown = "; ".join(skipped[:_SHOWN_REASONS]) + ("; ..." if len(skipped) > _SHOWN_REASONS else "")
         log.warning("skipped %d of %d images that do not decode (on_bad_row='skip'): %s", len(skipped),
-                    len(dataset.records), shown)
+                    len(dataset.records), shown_reasons(skipped))
     if dataset.records and not kept:
         raise DataError(f"no usable images: all {len(skipped)} failed to decode, e.g. {skipped[0]}")
-    return DecodeResult(kept, skipped)
+    return ManifestResult(kept, skipped)

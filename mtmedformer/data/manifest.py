@@ -51,7 +51,7 @@ _SHOWN_REASONS = 3  # skipped-row reasons quoted in the summary warning
 
 @dataclass
 class ManifestResult:
-    """What :func:`read_manifest` read.
+    """What :func:`read_manifest` read (and :func:`~mtmedformer.data.decode_check.decode_records` kept).
 
     Attributes
     ----------
@@ -63,6 +63,11 @@ class ManifestResult:
 
     records: list[Record]
     skipped: list[str] = field(default_factory=list)
+
+
+def shown_reasons(skipped: list[str]) -> str:
+    """The first few skip reasons joined for one summary warning (``; ...`` when there are more)."""
+    return "; ".join(skipped[:_SHOWN_REASONS]) + ("; ..." if len(skipped) > _SHOWN_REASONS else "")
 
 
 def _read_rows(csv_path: Path) -> list[tuple[int, list[str]]]:
@@ -320,9 +325,9 @@ def read_manifest(
         records.append(record)
 
     if skipped:
-        shown = "; ".join(skipped[:_SHOWN_REASONS]) + ("; ..." if len(skipped) > _SHOWN_REASONS else "")
         logger.warning(
-            "skipped %d of %d rows of %s (on_bad_row='skip'): %s", len(skipped), len(rows) - 1, csv_path, shown
+            "skipped %d of %d rows of %s (on_bad_row='skip'): %s", len(skipped), len(rows) - 1, csv_path,
+            shown_reasons(skipped),
         )
     if not records:
         raise DataError(f"no usable rows: all {len(skipped)} data rows were skipped, e.g. {skipped[0]}", path=csv_path)
