@@ -3,9 +3,10 @@
 Writes 8000 x 8000 PNGs (8-bit and 16-bit grey) with a mask and a box, then loads one item
 (``MedicalImageDataset[0]``: decode, window, resize to ``--image-size``) in a fresh process per case and
 reports that process's peak RSS and its increase over the same process just before the load (imports and
-dataset built; the kernel's peak counter is reset there, Linux ``/proc/self/clear_refs``). Cases: ``full`` decodes at full resolution, the path every image took before large images were
-shrunk (``image_io.REDUCE_ABOVE_PIXELS`` lifted); ``shrunk`` is the default. Memory does not depend on the
-machine's load, but the load average is recorded with the run.
+dataset built; the kernel's peak counter is reset there, Linux ``/proc/self/clear_refs``). Cases: ``full``
+decodes at full resolution, the path every image took before large images were shrunk
+(``image_io.REDUCE_ABOVE_PIXELS`` lifted); ``shrunk`` is the default. Memory does not depend on the machine's
+load, but the load average is recorded with the run.
 
 Usage (from the repository root)::
 
