@@ -25,7 +25,6 @@ The checks, in order (``docs/security.md`` lists them with their tests):
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -133,7 +132,7 @@ class _Identities:
         self.node_sites = node_sites
         self.asked = {int(m.metadata.dst_node_id): m.metadata.message_id for m in sent}
         self.answered: set[int] = set()
-        new_claims = Counter()
+        new_claims: dict[str, set[int]] = {}
         for reply in replies:
             node = int(reply.metadata.src_node_id)
             try:
@@ -141,8 +140,8 @@ class _Identities:
             except ValueError:
                 continue
             if name is not None and node not in node_sites:
-                new_claims[name] += 1
-        self.contested = {name for name, n in new_claims.items() if n > 1}
+                new_claims.setdefault(name, set()).add(node)
+        self.contested = {name for name, nodes in new_claims.items() if len(nodes) > 1}
 
     def known(self, node: int) -> str:
         return self.node_sites.get(node, f"node-{node}")
