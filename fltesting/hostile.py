@@ -49,12 +49,15 @@ class HostileCase:
         A fragment of the rejection reason the server must record for it.
     edit
         Turns the honest reply into the bad one.
+    from_round
+        The first round whose rejection must give ``expected`` (earlier rounds send another bad reply).
     """
 
     name: str
     sends: str
     expected: str
     edit: Edit
+    from_round: int = 1
 
 
 def _header(descr: str, shape: tuple[int, ...]) -> bytes:
@@ -213,8 +216,8 @@ TRAIN_CASES = (
     HostileCase("value-3e38", "one weight = 3e38 (finite in float32)", "max_abs_value", _absurd(3e38)),
     HostileCase("scaled-update", "its own update times 100", "outlier_factor", _scaled_update),
     HostileCase("nan-task-count", "a NaN per-task training count", "whole number of samples", _nan_task_count),
-    HostileCase("spoofed-name", "its reply under another site's name (from round 2)", "claims to be site",
-                _spoofed_name),
+    HostileCase("spoofed-name", "its reply under another site's name (from round 2; garbage bytes in round 1)",
+                "claims to be site", _spoofed_name, from_round=2),
 )
 EVALUATION_CASES = (
     HostileCase("dice-1-huge-count", "evaluation: Dice and AUC 1.0 with counts 1e12", "max_examples_per_site",
@@ -223,6 +226,9 @@ EVALUATION_CASES = (
     HostileCase("nan-eval-count", "evaluation: a NaN per-task count", "whole number of samples", _nan_eval_count),
     HostileCase("infinite-auc", "evaluation: AUC = inf", "must be in [0, 1]", _infinite_auc),
 )
+
+CASE_PAIRS = tuple((case, EVALUATION_CASES[i % len(EVALUATION_CASES)]) for i, case in enumerate(TRAIN_CASES))
+"""Each training case with the evaluation case a hostile site sends alongside it (every case appears)."""
 
 
 def hostile_mod(partition: int, train: Edit, evaluate: Edit) -> Callable[[Message, Context, Any], Message]:

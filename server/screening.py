@@ -34,7 +34,7 @@ from flwr.app import Message
 
 from mtmedformer.config.federated import ScreeningConfig
 from strategies import keys
-from strategies.packing import LAYOUT, PackingError
+from strategies.packing import LAYOUT, PackingError, is_packed
 from strategies.replies import ScreenedReply, decode_reply
 from strategies.validation import (
     MetricKeys,
@@ -214,7 +214,7 @@ def _screen(
     try:
         decoded = decode_reply(reply, site, with_arrays=train)
     except PackingError as err:
-        return f"malformed packed arrays: {err}"
+        return f"malformed {'packed ' if is_packed(reply.content) else ''}arrays: {err}"
     problem = check_metrics(decoded.metrics, expect.metrics, expect.limits, expect.pinned.get(site))
     if problem is None and reference is not None:
         problem = check_update(decoded.arrays, reference, expect.limits)

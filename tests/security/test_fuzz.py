@@ -12,7 +12,6 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import SType
 from flwr.serverapp.strategy import FedAvg
-from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from strategies import keys
 from strategies.packing import LAYOUT, PackingError, decode_arrays, pack_content
 from strategies.server_strategy import ServerStrategy
 from strategies.validation import MetricKeys, check_metrics, check_update
+from tests.federated.test_screening import _sent
 
 BOUNDED = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                    suppress_health_check=[HealthCheck.too_slow])
@@ -88,13 +88,6 @@ def test_plain_arrays_with_random_bytes_decode_or_raise_packing_error(arrays):
         decode_arrays(RecordDict({keys.ARRAYS: ArrayRecord({k: _array(v) for k, v in arrays.items()})}))
     except PackingError:
         pass
-
-
-def _sent(node: int) -> Message:
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    msg = Message(content=RecordDict(), dst_node_id=node, message_type="train")
-    msg.metadata.__dict__["_message_id"] = f"m{node}"
-    return msg
 
 
 @st.composite

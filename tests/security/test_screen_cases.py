@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from fltesting.hostile import EVALUATION_CASES, TRAIN_CASES, run_federated, same_model
 from mtmedformer.config.federated import ScreeningConfig
@@ -19,15 +18,7 @@ from server.settings import ServerSettings
 from strategies import keys
 from strategies.packing import pack_content
 from strategies.validation import update_distance
-
-REFERENCE = {"w": np.zeros((2, 3), dtype=np.float32), "n": np.array(0, dtype=np.int64)}
-
-
-def _sent(node: int) -> Message:
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    msg = Message(content=RecordDict(), dst_node_id=node, message_type="train")
-    msg.metadata.__dict__["_message_id"] = f"m{node}"
-    return msg
+from tests.federated.test_screening import REFERENCE, _sent
 
 
 def _reply(sent: Message, site: str | None, value: float = 1.0, n: int = 10, counter: int = 5, **records) -> Message:
