@@ -1,7 +1,8 @@
 """Fill the generated blocks of the docs from the results files in ``docs/results``.
 
 Every block ``<!-- BEGIN generated:NAME -->`` ... ``<!-- END generated:NAME -->`` (see
-:mod:`benchmarks.markdown`) of ``README.md``, ``docs/*.md`` and ``benchmarks/README.md`` whose ``NAME`` is a
+:mod:`benchmarks.markdown`) of ``README.md``, ``docs/*.md``, ``docs/decisions/*.md`` and
+``benchmarks/README.md`` whose ``NAME`` is a
 table of :data:`benchmarks.results_tables.TABLES` or of the federated comparison
 (:func:`benchmarks.fl_comparison.report.build_tables`), or ``output.FILE.txt`` for a saved benchmark output in the
 results folder, gets that table, made from the JSON files of
@@ -31,7 +32,7 @@ from benchmarks.results_tables import TABLES
 from mtmedformer.atomic import atomic_write_text
 
 OUTPUT_PREFIX = "output."
-DOCS = ("README.md", "docs/*.md", "benchmarks/README.md")
+DOCS = ("README.md", "docs/*.md", "docs/decisions/*.md", "benchmarks/README.md")
 """The Markdown files with generated blocks, as globs relative to the repository root."""
 
 

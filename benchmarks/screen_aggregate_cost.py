@@ -18,7 +18,7 @@ with the sites); figures are medians over ``--trials`` trials.
 
 Usage::
 
-    python benchmarks/screen_aggregate_cost.py [--baseline-rev REV] [--trials 5] [--json out.json]
+    python -m benchmarks.screen_aggregate_cost [--baseline-rev REV] [--trials 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -176,7 +176,6 @@ def main() -> None:
             print(f"{s}: current / baseline = screen {r['screen']:.2f}x, aggregate {r['aggregate']:.2f}x, "
                   f"total {r['total']:.2f}x")
     if args.json:
-        sys.path.insert(0, str(ROOT))
         from mtmedformer.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

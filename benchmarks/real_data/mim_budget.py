@@ -31,16 +31,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # lets the script run from a checkout that was not `pip install`ed
+from mtmedformer.atomic import atomic_write_json
+from mtmedformer.config import load_config
+from mtmedformer.data.sources import describe_records, load_records, make_datasets
+from mtmedformer.engine.mim import MimConfig, pretrain
+from mtmedformer.engine.trainer import fit
+from mtmedformer.logs import setup_logging
 
-from mtmedformer.atomic import atomic_write_json  # noqa: E402
-from mtmedformer.config import load_config  # noqa: E402
-from mtmedformer.data.sources import describe_records, load_records, make_datasets  # noqa: E402
-from mtmedformer.engine.mim import MimConfig, pretrain  # noqa: E402
-from mtmedformer.engine.trainer import fit  # noqa: E402
-from mtmedformer.logs import setup_logging  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "centralized_mammography.yaml"
 RESULTS = REPO_ROOT / "docs" / "results"

@@ -48,14 +48,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # lets the script run from a checkout that was not `pip install`ed
-
-from benchmarks.real_data.decode import decode_all  # noqa: E402
-from mtmedformer.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
-from mtmedformer.data.manifest import read_manifest  # noqa: E402
-from mtmedformer.errors import DataError  # noqa: E402
+from benchmarks.real_data.decode import decode_all
+from mtmedformer.atomic import atomic_write_bytes, atomic_write_text
+from mtmedformer.data.manifest import read_manifest
+from mtmedformer.errors import DataError
 
 CLASSES: tuple[str, str] = ("benign", "malignant")
 SITE = "MIAS"

@@ -21,11 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # lets the script run from a checkout that was not `pip install`ed
+from benchmarks.fl_comparison.report import fmt, table, update_doc
 
-from benchmarks.fl_comparison.report import fmt, table, update_doc  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _TASKS = ("classification", "segmentation", "detection")
 

@@ -21,14 +21,12 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # lets the script run from a checkout that was not `pip install`ed
+from benchmarks.real_data.mini_mias import summary
+from mtmedformer.atomic import atomic_write_json
+from mtmedformer.config import load_config
+from mtmedformer.data.sources import describe_records, load_records
 
-from benchmarks.real_data.mini_mias import summary  # noqa: E402
-from mtmedformer.atomic import atomic_write_json  # noqa: E402
-from mtmedformer.config import load_config  # noqa: E402
-from mtmedformer.data.sources import describe_records, load_records  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Where each set was fetched from (public GitHub snapshots, see docs/real-data.md), and its licence as stated.
 SOURCES: dict[str, dict[str, str]] = {
