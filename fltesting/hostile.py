@@ -26,6 +26,9 @@ from numpy.lib import format as npy
 
 from client import app as client
 from fltesting.inprocess import InProcessGrid
+from server.app import run_experiment
+from server.results import AGGREGATE
+from server.state import ServerState
 from strategies import keys
 from strategies.packing import LAYOUT, array_view, decode_arrays, pack_content, packing_mod, unpack_content
 
@@ -282,10 +285,6 @@ def run_federated(settings: Any, hostile: tuple[Edit, Edit] | None = None) -> Ru
         ``(train edit, evaluation edit)`` of a third site (partition 2) that answers every round with them;
         None = run the two honest sites only.
     """
-    from server.app import run_experiment
-    from server.results import AGGREGATE
-    from server.state import ServerState
-
     nodes = [{"partition-id": i, "num-partitions": 3} for i in range(3 if hostile else 2)]
     app = hostile_client_app(2, *hostile) if hostile else hostile_client_app(-1, None, None)
     run_experiment(InProcessGrid(app, nodes), settings)

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 NO_REPLY = "no reply within the round timeout (site offline, dropped out, or too slow)"
 NO_PRIOR_EVAL = "the training reply carries no evaluation of the received model (client app older than the server)"
-_MAX_REASON = 300  # characters of a reason kept (a peer's error text is its own)
+_MAX_REASON = 4000  # characters of a reason kept (a peer's error text is its own; its head and tail are kept)
 _MAX_NAME = 100  # characters of a site name
 
 
@@ -100,7 +100,9 @@ class Screened:
 
 
 def _failure(site: str, node: int, reason: str) -> dict[str, Any]:
-    return {"site": site, "node_id": node, "reason": reason[:_MAX_REASON]}
+    if len(reason) > _MAX_REASON:  # a traceback names the exception at its end
+        reason = f"{reason[: _MAX_REASON // 2]} ... {reason[-_MAX_REASON // 2 :]}"
+    return {"site": site, "node_id": node, "reason": reason}
 
 
 def pinned_counts(history: Iterable[Mapping[str, Any]], phase: str) -> dict[str, int]:

@@ -11,8 +11,10 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fltesting.hostile import EVALUATION_CASES, TRAIN_CASES, run_federated, same_model
+from mtmedformer.config import load_config
 from mtmedformer.config.federated import ScreeningConfig
 from server import screening
+from server.app import initial_state
 from server.screening import Expectations, pinned_counts, screen_replies
 from server.settings import ServerSettings
 from strategies import keys
@@ -215,9 +217,6 @@ def test_an_aggregate_with_absurd_values_is_not_taken_as_the_global_model(tmp_pa
     # Execute
     outcome = run_federated(_settings(experiment, tmp_path / "run"))
     # Assert
-    from mtmedformer.config import load_config
-    from server.app import initial_state
-
     initial = initial_state(load_config(experiment)).global_state
     assert same_model(outcome.global_state, initial)
     assert all(torch.isfinite(v).all() for v in outcome.global_state.values())
