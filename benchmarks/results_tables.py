@@ -419,6 +419,31 @@ def headline_table(results: Path) -> str:
     return table(["what (synthetic data, 2-core CPU)", "figure", "source"], rows)
 
 
+def _observed(row: Mapping[str, Any], rounds_text: str) -> str:
+    """What the server did with one case's replies, from the recorded booleans and counts (no hand-typed verdict)."""
+    kept = row["global_model_equal"] and row["aggregates_equal"]
+    every = row["reasons_with_expected"] == row["replies_expected"] > 0
+    verdict = "as expected" if kept and every and row["replies_rejected"] == row["replies_sent"] else "NOT as expected"
+    reason = str(row["reason"] or "–").replace("|", "\\|")
+    model = "equal" if row["global_model_equal"] else "DIFFERENT"
+    metrics = "equal" if row["aggregates_equal"] else "DIFFERENT"
+    return (
+        f"{verdict}: {row['replies_rejected']} of {row['replies_sent']} {rounds_text} rejected "
+        f"({row['reasons_with_expected']} of {row['replies_expected']} with the expected reason), "
+        f"e.g. “{reason[:110]}”; global model {model}, aggregated metrics {metrics} (run without the site)"
+    )
+
+
+def security_cases_table(results: Path) -> str:
+    """Every hostile reply of ``security_cases.json``: what the site sends, what should happen, what did."""
+    data = load(results, "security_cases.json")
+    rows = [[f"`{r['case']}`", r["sends"], f"rejected: “{r['expected']}”", _observed(r, "training replies")]
+            for r in data["train"]]
+    rows += [[f"`{r['case']}`", r["sends"], f"rejected: “{r['expected']}”",
+              _observed(r, f"evaluation replies (in {len(r['with'])} runs)")] for r in data["evaluation"]]
+    return table(["case", "the third site sends, every round", "expected", "observed"], rows)
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "headline": headline_table,
     "centralized": centralized_table,
@@ -434,5 +459,6 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "round_overhead": overhead_table,
     "round_overhead_before": overhead_before_table,
     "deployment_trace": trace_table,
+    "security_cases": security_cases_table,
 }
 """Block name -> the function that makes its table from the results folder."""

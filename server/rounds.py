@@ -27,8 +27,9 @@ from mtmedformer.config import ExperimentConfig, to_dict
 from mtmedformer.engine.checkpoint import save_checkpoint
 from mtmedformer.engine.loop import primary_score
 from server.exchange import send_and_receive
+from server.reply_keys import evaluation_metric_keys, train_metric_keys
 from server.results import AGGREGATE, write_results
-from server.screening import Screened, screen_replies
+from server.screening import Expectations, Screened, pinned_counts, screen_replies
 from server.state import ServerState
 from strategies import keys
 from strategies.metric_aggregation import aggregate_task_metrics
@@ -108,6 +109,7 @@ class RoundLoop:
         self.stop_after = stop_after
         self.experiment_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
         self.bytes_sent = self.bytes_received = 0  # model arrays moved this round
+        self.train_keys, self.evaluation_keys = train_metric_keys(), evaluation_metric_keys(cfg)
 
     def _config(self, server_round: int, **extra: Any) -> ConfigRecord:
         return ConfigRecord(
@@ -132,13 +134,26 @@ class RoundLoop:
     def _record(self, server_round: int, phase: str, site: str, metrics: dict[str, Any]) -> None:
         self.state.history.append({"round": server_round, "phase": phase, "site": site, **metrics})
 
+    def _expectations(self, phase: str, prior: bool = False) -> Expectations:
+        """Keys, bounds and pinned counts the replies of an exchange of ``phase`` are screened against."""
+        history, limits = self.state.history, self.cfg.federated.screening
+        if phase == "train":
+            return Expectations(
+                self.train_keys, self.evaluation_keys, limits, pinned_counts(history, "train"),
+                pinned_counts(history, "val") if prior else {},
+            )
+        return Expectations(self.evaluation_keys, None, limits, pinned_counts(history, phase))
+
     def _record_sites(
         self, rnd: int, phase: str, failures: list[dict[str, Any]], rows: list[tuple[str, dict[str, Any]]]
     ) -> None:
         """Log and record every failure of ``phase``, and record each accepted site's metrics."""
         for failure in failures:
-            log.warning("round %d: %s reply of site %s rejected: %s", rnd, phase, failure["site"], failure["reason"])
+            action = failure.get("action", "rejected")
+            log.warning("round %d: %s reply of site %s %s: %s", rnd, phase, failure["site"], action, failure["reason"])
             details = {"node_id": failure["node_id"], "reason": failure["reason"], "failed_phase": phase}
+            if "action" in failure:
+                details["action"] = action
             self._record(rnd, "failure", failure["site"], details)
         for site, metrics in rows:
             self._record(rnd, phase, site, metrics)
@@ -152,7 +167,10 @@ class RoundLoop:
         self.bytes_sent += _bytes_of(sent)
         replies = self._exchange(sent)
         self.bytes_received += _bytes_of(replies)
-        screened = screen_replies(sent, replies, self.state.node_sites, reference, prior_eval=prior_split is not None)
+        prior = prior_split is not None
+        screened = screen_replies(
+            sent, replies, self.state.node_sites, reference, prior_eval=prior, expect=self._expectations("train", prior)
+        )
         self._record_sites(rnd, "train", screened.failures, [(r.site, dict(r.metrics)) for r in screened.accepted])
         if len(screened.accepted) < self.cfg.federated.min_train_nodes:
             log.error(
@@ -164,10 +182,16 @@ class RoundLoop:
                 self.cfg.federated.min_train_nodes,
             )
             return {}, screened
-        aggregate = self.strategy.aggregate_train(rnd, screened.accepted)
+        try:
+            aggregate = self.strategy.aggregate_train(rnd, screened.accepted)
+        except Exception as err:  # screened replies should never do this: keep the round (and the server) alive
+            log.exception("round %d: aggregation failed; the global model is kept unchanged", rnd)
+            self._record(rnd, "failure", AGGREGATE, {"node_id": 0, "reason": f"aggregation failed: {err!r}"[:300],
+                                                     "failed_phase": "aggregate"})
+            return aggregate_task_metrics(r.metrics for r in screened.accepted), screened
         if aggregate.arrays is not None:
             candidate = _as_reference_dtypes(aggregate.arrays, reference)
-            problem = check_update(candidate, reference)
+            problem = check_update(candidate, reference, self.cfg.federated.screening)
             if problem is None:
                 self.state.global_state = {k: torch.from_numpy(v) for k, v in candidate.items()}
             else:
@@ -187,9 +211,10 @@ class RoundLoop:
             return {}
         self.bytes_sent += _bytes_of(sent)
         replies = self._exchange(sent)
-        screened = screen_replies(sent, replies, self.state.node_sites, None)
+        phase = "val" if split == "val" else split
+        screened = screen_replies(sent, replies, self.state.node_sites, None, expect=self._expectations(phase))
         rows = [(r.site, dict(r.metrics)) for r in screened.accepted]
-        return self._record_evaluation(rnd, "val" if split == "val" else split, screened.failures, rows)
+        return self._record_evaluation(rnd, phase, screened.failures, rows)
 
     def _prior_evaluation(self, rnd: int, trained: Screened) -> tuple[Validation, dict[str, float]]:
         """Record the evaluation of round ``rnd``'s global that the sites ran before training round ``rnd + 1``.

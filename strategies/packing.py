@@ -46,24 +46,84 @@ def _array(dtype: np.dtype, shape: tuple[int, ...], *payload: bytes | memoryview
     return Array(dtype=str(dtype), shape=shape, stype=SType.NUMPY, data=b"".join([_npy_header(dtype, shape), *payload]))
 
 
+_MAX_NDIM = 32  # numpy's own limit is 64; no tensor of a model has more than a handful of dimensions
+
+
+def check_dtype(dtype: np.dtype) -> None:
+    """Refuse every dtype but plain little-endian bool, integer and float (what a model state dict holds).
+
+    Raises
+    ------
+    PackingError
+        For object, structured, sub-array, string, complex, datetime or big-endian dtypes: a peer sending them
+        runs other code, or means harm (object arrays would need unpickling).
+    """
+    plain = dtype.kind in "biuf" and not dtype.hasobject and dtype.fields is None and dtype.subdtype is None
+    if not plain or dtype.byteorder == ">" or (dtype.kind == "f" and dtype.itemsize > 8):
+        raise PackingError(f"dtype {dtype.str!r} is not a plain little-endian bool, integer or float dtype")
+
+
+def element_count(shape: object) -> int:
+    """The number of elements of ``shape``, computed without overflow (Python integers).
+
+    Raises
+    ------
+    PackingError
+        If ``shape`` is not a sequence of at most 32 non-negative integers (booleans are not integers here).
+    """
+    if not isinstance(shape, (tuple, list)) or len(shape) > _MAX_NDIM:
+        raise PackingError(f"shape {shape!r} is not a list of at most {_MAX_NDIM} dimensions")
+    count = 1
+    for n in shape:
+        if type(n) is not int or n < 0:
+            raise PackingError(f"shape {shape!r} has a dimension that is not a non-negative integer")
+        count *= n
+    return count
+
+
 def _raw(array: Array) -> tuple[np.dtype, tuple[int, ...], memoryview]:
     """dtype, shape and the raw C-order bytes of a numpy-serialized ``Array``, without copying its data.
 
     Flower stores an Array as ``np.save`` output: a header, then the values. Reading the values in place
-    instead of through ``np.load`` and ``np.save`` makes packing a single copy of the model.
+    instead of through ``np.load`` and ``np.save`` makes packing a single copy of the model. Everything a peer
+    could get wrong is checked here (the one reader of array bytes): the serialization type, the header, the
+    dtype (:func:`check_dtype`), the shape, and that the bytes after the header are exactly the header's
+    shape times the item size.
+
+    Raises
+    ------
+    PackingError
+        If any of these does not hold.
     """
-    stream = io.BytesIO(array.data)
-    version = npy.read_magic(stream)
-    if version == (1, 0):
-        shape, fortran, dtype = npy.read_array_header_1_0(stream)
-    elif version == (2, 0):
-        shape, fortran, dtype = npy.read_array_header_2_0(stream)
-    else:
-        raise PackingError(f"array serialized with .npy format version {version}: only 1.0 and 2.0 are read")
-    if fortran or dtype.hasobject:  # rare: take the safe path through numpy
-        value = np.ascontiguousarray(array.numpy())
-        return value.dtype, value.shape, memoryview(value.tobytes())
-    return dtype, tuple(shape), memoryview(array.data)[stream.tell():]
+    data = array.data
+    if array.stype != SType.NUMPY or not isinstance(data, bytes):
+        raise PackingError(f"array of serialization type {array.stype!r}: only numpy-serialized arrays are read")
+    stream = io.BytesIO(data)
+    try:
+        version = npy.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy.read_array_header_2_0(stream)
+        else:
+            raise PackingError(f"array serialized with .npy format version {version}: only 1.0 and 2.0 are read")
+    except PackingError:
+        raise
+    except Exception as err:  # numpy raises ValueError, SyntaxError, ... on bytes that are no .npy header
+        raise PackingError(f"array bytes do not start with a readable .npy header ({type(err).__name__})") from None
+    check_dtype(dtype)
+    count = element_count(shape)
+    payload = memoryview(data)[stream.tell():]
+    if len(payload) != count * dtype.itemsize:
+        raise PackingError(
+            f"array header says shape {tuple(shape)} of {dtype.str} ({count * dtype.itemsize} bytes), "
+            f"but {len(payload)} bytes follow it"
+        )
+    shape = tuple(shape)
+    if fortran:  # rare: reorder into C order (one copy)
+        value = np.frombuffer(payload, dtype=dtype).reshape(shape[::-1]).T  # (reversed shape) -> shape
+        return dtype, shape, memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
+    return dtype, shape, payload
 
 
 def to_array(value: np.ndarray) -> Array:
@@ -109,14 +169,19 @@ def _read_layout(layout: ConfigRecord) -> list[tuple[str, tuple[int, ...], str]]
     try:
         names, dtypes = list(layout[_NAMES]), list(layout[_DTYPES])
         shapes = json.loads(str(layout[_SHAPES]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise PackingError(f"the arrays layout is unreadable ({err!r}): the peer runs another version") from err
+    except Exception as err:  # a missing key, a wrong type, text that is not JSON, JSON nested too deep, ...
+        kind = type(err).__name__
+        raise PackingError(f"the arrays layout is unreadable ({kind}): the peer runs another version") from None
+    if not isinstance(shapes, list):
+        raise PackingError("the arrays layout's shapes are not a list")
     if not (len(names) == len(shapes) == len(dtypes)) or len(set(names)) != len(names):
         raise PackingError("the arrays layout lists names, shapes and dtypes of different lengths or repeats a name")
     entries = []
     for name, shape, dtype in zip(names, shapes, dtypes, strict=True):
-        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
-            raise PackingError(f"the arrays layout gives {name!r} the shape {shape!r}")
+        try:
+            element_count(shape)
+        except PackingError:
+            raise PackingError(f"the arrays layout gives {str(name)[:80]!r} the shape {str(shape)[:80]}") from None
         entries.append((str(name), tuple(shape), str(dtype)))
     return entries
 
@@ -129,7 +194,7 @@ def _checked_parts(
     flat = {key: _raw(array) for key, array in packed.items()}
     needed: dict[str, int] = {}
     for _, shape, dtype in entries:
-        needed[dtype] = needed.get(dtype, 0) + int(np.prod(shape, dtype=np.int64))
+        needed[dtype] = needed.get(dtype, 0) + element_count(shape)  # Python integers: no overflow
     if set(flat) != set(needed):
         raise PackingError(f"packed arrays hold dtypes {sorted(flat)}, the layout needs {sorted(needed)}")
     for key, count in needed.items():
@@ -155,7 +220,7 @@ def unpack_arrays(packed: ArrayRecord, layout: ConfigRecord) -> ArrayRecord:
     out: dict[str, Array] = {}
     for name, shape, key in entries:
         dtype, _, raw = flat[key]
-        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        size = element_count(shape) * dtype.itemsize
         out[name] = _array(dtype, shape, raw[offsets[key] : offsets[key] + size])
         offsets[key] += size
     return ArrayRecord(out)
@@ -166,27 +231,36 @@ def decode_arrays(content: RecordDict) -> dict[str, np.ndarray]:
 
     A packed content is read straight from its packed bytes: each dtype's buffer is copied once and every
     tensor is a (writable, C-contiguous) view of that copy, so the model is copied once in all. A plain
-    ``ArrayRecord`` is read array by array (``Array.numpy``). ``content`` is not modified.
+    ``ArrayRecord`` is read array by array, each checked as the packed ones are. ``content`` is not modified.
 
     Raises
     ------
     PackingError
-        If ``content`` has no model arrays, or packed arrays that do not match their layout (see
+        If ``content`` has no model arrays (or holds something else under their name), an array whose bytes do
+        not match its header or whose dtype is not plain, or packed arrays that do not match their layout (see
         :func:`unpack_arrays`).
     """
-    if keys.ARRAYS not in content:
-        raise PackingError("the message carries no model arrays")
+    if not isinstance(content.get(keys.ARRAYS), ArrayRecord):
+        raise PackingError(f"the message carries no model arrays (no ArrayRecord named {keys.ARRAYS!r})")
+    if is_packed(content) and not isinstance(content[LAYOUT], ConfigRecord):
+        raise PackingError(f"the message's {LAYOUT!r} is not a ConfigRecord")
     if not is_packed(content):
-        return {name: array.numpy() for name, array in content[keys.ARRAYS].items()}
+        return {name: _copy(array) for name, array in content[keys.ARRAYS].items()}
     entries, flat = _checked_parts(content[keys.ARRAYS], content[LAYOUT])
     buffers = {key: np.frombuffer(raw, dtype=dtype).copy() for key, (dtype, _, raw) in flat.items()}  # (count,)
     offsets = dict.fromkeys(flat, 0)
     out: dict[str, np.ndarray] = {}
     for name, shape, key in entries:
-        count = int(np.prod(shape, dtype=np.int64))
+        count = element_count(shape)
         out[name] = buffers[key][offsets[key] : offsets[key] + count].reshape(shape)  # (count,) -> shape, a view
         offsets[key] += count
     return out
+
+
+def _copy(array: Array) -> np.ndarray:
+    """A writable numpy copy of a (checked) numpy-serialized ``Array``."""
+    dtype, shape, raw = _raw(array)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()  # (prod(shape),) -> shape
 
 
 def is_packed(content: RecordDict) -> bool:

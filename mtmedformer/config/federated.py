@@ -125,6 +125,54 @@ class MatchingConfig:
 
 
 @dataclass(frozen=True)
+class ScreeningConfig:
+    """Bounds the server puts on every site's reply before it counts (``server/screening.py``).
+
+    Attributes
+    ----------
+    max_examples_per_site
+        Most samples one site may claim in a reply (``num-examples``, the FedAvg weight and the weight of its
+        evaluation metrics); None = no declared maximum (a site's first claim is then pinned, but unbounded).
+        Declare your largest site's image count: it caps how far one site can outweigh the others.
+    outlier_factor
+        A training update whose distance from the global model exceeds this many times the median distance of
+        the other sites' updates of the round is an outlier; None = no such check. With a single site there is
+        no other site to compare with and only the absolute bounds apply.
+    on_outlier
+        ``"reject"`` the outlier update, or ``"clip"`` it (scaled towards the global model down to that bound).
+    max_abs_value
+        Largest magnitude any float value of an update, of the aggregate or of a metric may have (finite but
+        absurd values are rejected like NaN).
+    max_integer_value
+        Largest value an integer buffer (e.g. ``num_batches_tracked``) may hold; integer buffers must also not
+        be below ``min(0, the global model's smallest value)``.
+
+    Raises
+    ------
+    FieldError
+        If a value is out of range (the config loader prefixes the key path).
+    """
+
+    max_examples_per_site: int | None = 1_000_000
+    outlier_factor: float | None = 10.0
+    on_outlier: Literal["reject", "clip"] = "reject"
+    max_abs_value: float = 1e6
+    max_integer_value: int = 2**53
+
+    def __post_init__(self) -> None:
+        if self.max_examples_per_site is not None and not self.max_examples_per_site >= 1:
+            raise FieldError("max_examples_per_site", f"must be >= 1 or null, got {self.max_examples_per_site}")
+        if self.outlier_factor is not None and not (math.isfinite(self.outlier_factor) and self.outlier_factor > 1):
+            raise FieldError("outlier_factor", f"must be a finite number > 1 or null, got {self.outlier_factor}")
+        if self.on_outlier not in ("reject", "clip"):
+            raise FieldError("on_outlier", f"must be 'reject' or 'clip', got {self.on_outlier!r}")
+        if not (math.isfinite(self.max_abs_value) and self.max_abs_value > 0):
+            raise FieldError("max_abs_value", f"must be a finite number > 0, got {self.max_abs_value}")
+        if not self.max_integer_value >= 1:
+            raise FieldError("max_integer_value", f"must be >= 1, got {self.max_integer_value}")
+
+
+@dataclass(frozen=True)
 class FederatedConfig:
     """Federated training settings."""
 
@@ -151,6 +199,7 @@ class FederatedConfig:
     strategy_options: StrategyOptions = field(default_factory=StrategyOptions)
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig)
 
     def __post_init__(self) -> None:
         reject_non_finite(self)
