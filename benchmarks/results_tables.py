@@ -444,6 +444,39 @@ def security_cases_table(results: Path) -> str:
     return table(["case", "the third site sends, every round", "expected", "observed"], rows)
 
 
+def _epsilon(value: float | None) -> str:
+    return "none (no noise)" if value is None else f"{value:.3g}"
+
+
+def dp_tradeoff_table(results: Path, name: str = "dp_tradeoff.json") -> str:
+    """Client-side DP: epsilon and the final global model's pooled-test figures per noise multiplier."""
+    data = load(results, name)
+    rows = []
+    for run in data["variants"].values():
+        z = run["noise_multiplier"]
+        label = "no DP" if z is None else (f"clip {run['clip_norm']:g}, no noise" if z == 0 else
+                                           f"clip {run['clip_norm']:g}, z = {z:g}")
+        epsilon = "—" if z is None else _epsilon(run["epsilon"])
+        test = run["final"]["pooled_test"]
+        rows.append([label, epsilon, fmt(run["sent_update_norm_median"], 2), fmt(test.get("segmentation/dice")),
+                     fmt(test.get("classification/auc")), fmt(test.get("detection/map50")),
+                     fmt(test.get("mean_score"))])
+    return table(["site-side DP", f"ε at δ = {data['settings']['delta']:g}", "sent update norm (median)", "Dice",
+                  "AUC", "mAP@0.5", "mean score"], rows)
+
+
+def dp_tradeoff_settings(results: Path, name: str = "dp_tradeoff.json") -> str:
+    """One line: the run settings of the DP trade-off measurement."""
+    data = load(results, name)
+    s, base = data["settings"], data["settings"]["base_config"]
+    return (f"{s['strategy']}, {s['rounds']} rounds × {s['local_epochs']} local epochs (at most {s['local_steps']} "
+            f"steps), {s['sites']} synthetic sites (partition: {s['partition']}), {base['model']['preset']} ViT of "
+            f"depth {base['model']['depth']} at {base['data']['image_size']} px; metrics of the final global model "
+            f"on the pooled test split; commit {data['commit']}, load average "
+            f"{data['machine']['load_average_1_5_15min'][0]} "
+            f"at the start, {data['load_average_end'][0]} at the end.")
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "headline": headline_table,
     "centralized": centralized_table,
@@ -460,5 +493,9 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "round_overhead_before": overhead_before_table,
     "deployment_trace": trace_table,
     "security_cases": security_cases_table,
+    "dp_tradeoff": dp_tradeoff_table,
+    "dp_tradeoff_settings": dp_tradeoff_settings,
+    "dp_tradeoff_fedavg": lambda results: dp_tradeoff_table(results, "dp_tradeoff_fedavg.json"),
+    "dp_tradeoff_fedavg_settings": lambda results: dp_tradeoff_settings(results, "dp_tradeoff_fedavg.json"),
 }
 """Block name -> the function that makes its table from the results folder."""

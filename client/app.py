@@ -15,18 +15,21 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from torch import nn
 
+from client.secure_aggregation import secure_aggregation_mod
 from client.site import SiteSession, open_session
 from mtmedformer import TASKS
 from mtmedformer.engine.device import to_cpu
 from mtmedformer.engine.local import train_locally
 from mtmedformer.engine.loop import evaluate
 from mtmedformer.logs import setup_logging
+from mtmedformer.privacy import clip_and_noise
 from strategies import keys
 from strategies.packing import packing_mod
 
 log = logging.getLogger(__name__)
 setup_logging()
-app = ClientApp(mods=[packing_mod])  # model arrays travel packed (strategies/packing.py)
+# Model arrays travel packed (strategies/packing.py); SecAgg+ messages go through Flower's protocol mod.
+app = ClientApp(mods=[packing_mod, secure_aggregation_mod])
 
 
 def _reply(msg: Message, session: SiteSession, metrics: dict[str, float], arrays: ArrayRecord | None) -> Message:
@@ -41,7 +44,9 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received global model on the site's training split and reply with the new weights.
 
     The MetricRecord holds ``num-examples`` (training images), per task the annotated-image count and a 0/1
-    "trained" flag, per-task and total losses, and the local wall time ``train-seconds``.
+    "trained" flag, per-task and total losses, and the local wall time ``train-seconds``. With
+    ``federated.privacy.dp`` the weights are clipped and noised here, before they leave the site (the metrics
+    are not).
     """
     session = open_session(msg, context)
     config = msg.content[keys.CONFIG]
@@ -72,7 +77,12 @@ def train(msg: Message, context: Context) -> Message:
         metrics[keys.task_count_key(task)] = counts.get(task, 0) if trained else 0
         metrics[keys.task_trained_key(task)] = 1.0 if trained else 0.0
         metrics[keys.task_loss_key(task)] = result.task_losses.get(task, float("nan"))
-    reply = _reply(msg, session, metrics, ArrayRecord(to_cpu(model.state_dict())))
+    state = to_cpu(model.state_dict())
+    dp = cfg.federated.privacy.dp
+    if dp is not None:  # client-side DP: the weights leave the site clipped and noised (docs/privacy.md)
+        received = msg.content[keys.ARRAYS].to_torch_state_dict()
+        state = clip_and_noise(state, received, dp.clip_norm, dp.noise_multiplier).state
+    reply = _reply(msg, session, metrics, ArrayRecord(state))
     if prior is not None:  # a ConfigRecord: Flower's strategies expect exactly one MetricRecord per reply
         reply.content[keys.PRIOR_EVAL] = ConfigRecord(prior)
     return reply

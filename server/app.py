@@ -28,6 +28,7 @@ from mtmedformer.engine.setup import build_model_and_loss
 from mtmedformer.engine.trainer import make_loader
 from mtmedformer.errors import ConfigError
 from mtmedformer.logs import setup_logging
+from server.privacy import privacy_summary
 from server.report import write_report
 from server.results import write_results
 from server.rounds import RoundLoop
@@ -129,6 +130,7 @@ def _run_locked(
         "model": f"{cfg.model.arch} {cfg.model.preset}, {cfg.data.image_size} px",
         "best round (val mean score)": state.best.get("round", "n/a"),
         "wall time of this session (s)": round(time.monotonic() - started, 1),
+        **privacy_summary(cfg.federated.privacy, state.round),
         "results": str(run_dir),
     }
     if state.round >= cfg.federated.rounds:

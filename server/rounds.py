@@ -27,9 +27,11 @@ from mtmedformer.config import ExperimentConfig, to_dict
 from mtmedformer.engine.checkpoint import save_checkpoint
 from mtmedformer.engine.loop import primary_score
 from server.exchange import send_and_receive
+from server.privacy import round_privacy
 from server.reply_keys import evaluation_metric_keys, train_metric_keys
 from server.results import AGGREGATE, write_results
 from server.screening import Expectations, Screened, pinned_counts, screen_replies
+from server.secure_aggregation import secure_round
 from server.state import ServerState
 from strategies import keys
 from strategies.metric_aggregation import aggregate_task_metrics
@@ -160,6 +162,8 @@ class RoundLoop:
 
     def _train(self, rnd: int, prior_split: str | None = None) -> tuple[dict[str, float], Screened]:
         """Train round ``rnd``; with ``prior_split`` the sites first evaluate the received model on that split."""
+        if self.cfg.federated.privacy.secure_aggregation:
+            return self._train_secure(rnd)
         reference = _numpy_state(self.state.global_state)
         extra = {keys.PRIOR_EVAL_SPLIT: prior_split} if prior_split else {}
         arrays = ArrayRecord(self.state.global_state)
@@ -172,15 +176,7 @@ class RoundLoop:
             sent, replies, self.state.node_sites, reference, prior_eval=prior, expect=self._expectations("train", prior)
         )
         self._record_sites(rnd, "train", screened.failures, [(r.site, dict(r.metrics)) for r in screened.accepted])
-        if len(screened.accepted) < self.cfg.federated.min_train_nodes:
-            log.error(
-                "round %d: only %d of %d sites returned usable updates (< federated.min_train_nodes=%d); "
-                "the global model is kept unchanged",
-                rnd,
-                len(screened.accepted),
-                len(sent),
-                self.cfg.federated.min_train_nodes,
-            )
+        if not self._enough(rnd, len(screened.accepted), len(sent)):
             return {}, screened
         try:
             aggregate = self.strategy.aggregate_train(rnd, screened.accepted)
@@ -190,17 +186,52 @@ class RoundLoop:
                                                      "failed_phase": "aggregate"})
             return aggregate_task_metrics(r.metrics for r in screened.accepted), screened
         if aggregate.arrays is not None:
-            candidate = _as_reference_dtypes(aggregate.arrays, reference)
-            problem = check_update(candidate, reference, self.cfg.federated.screening)
-            if problem is None:
-                self.state.global_state = {k: torch.from_numpy(v) for k, v in candidate.items()}
-            else:
-                log.error("round %d: aggregate rejected (%s); global model kept", rnd, problem)
+            self._apply(rnd, _as_reference_dtypes(aggregate.arrays, reference), reference)
+        return self._record_train(rnd, screened, aggregate.metrics), screened
+
+    def _train_secure(self, rnd: int) -> tuple[dict[str, float], Screened]:
+        """Train round ``rnd`` through SecAgg+: the server learns the sites' mean update, never one site's."""
+        reference = _numpy_state(self.state.global_state)
+        sent = self.strategy.configure_train(rnd, ArrayRecord(self.state.global_state), self._config(rnd), self.grid)
+        secure = secure_round(self.grid, sent, reference, self.cfg.federated.privacy.secagg, rnd,
+                              self.state.node_sites, self.cfg.federated.round_timeout_s)
+        screened = Screened(accepted=secure.sites, failures=secure.failures)
+        self._record_sites(rnd, "train", screened.failures, [(r.site, dict(r.metrics)) for r in screened.accepted])
+        if secure.update is None or not self._enough(rnd, len(screened.accepted), len(sent)):
+            return {}, screened
+        candidate = {k: reference[k] + secure.update[k] for k in reference}
+        self._apply(rnd, _as_reference_dtypes(candidate, reference), reference)
+        return self._record_train(rnd, screened, {}), screened
+
+    def _enough(self, rnd: int, usable: int, sampled: int) -> bool:
+        """Whether ``usable`` updates reach ``federated.min_train_nodes``; logs when they do not."""
+        if usable >= self.cfg.federated.min_train_nodes:
+            return True
+        log.error(
+            "round %d: only %d of %d sites returned usable updates (< federated.min_train_nodes=%d); "
+            "the global model is kept unchanged",
+            rnd,
+            usable,
+            sampled,
+            self.cfg.federated.min_train_nodes,
+        )
+        return False
+
+    def _apply(self, rnd: int, candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
+        """Make ``candidate`` the global model unless the post-aggregation check rejects it."""
+        problem = check_update(candidate, reference, self.cfg.federated.screening)
+        if problem is None:
+            self.state.global_state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in candidate.items()}
+        else:
+            log.error("round %d: aggregate rejected (%s); global model kept", rnd, problem)
+
+    def _record_train(self, rnd: int, screened: Screened, strategy_metrics: dict[str, Any]) -> dict[str, float]:
+        """Record and return the round's aggregated training metrics (plus the strategy's own diagnostics)."""
         train_metrics = aggregate_task_metrics(r.metrics for r in screened.accepted)
         # Strategy diagnostics (e.g. matching/...) that the clients' metrics do not have.
-        train_metrics.update({k: v for k, v in aggregate.metrics.items() if k not in train_metrics})
+        train_metrics.update({k: v for k, v in strategy_metrics.items() if k not in train_metrics})
         self._record(rnd, "train", AGGREGATE, train_metrics)
-        return train_metrics, screened
+        return train_metrics
 
     def evaluate_split(self, rnd: int, split: str) -> dict[str, float]:
         """Evaluate the global model on every sampled site's ``split``; record per-site and weighted metrics."""
@@ -313,6 +344,7 @@ class RoundLoop:
                 self._record(rnd, "server", AGGREGATE, server_metrics)
             n_ok = len(trained.accepted)
             costs = self._round_costs(rnd, time.monotonic() - t0, n_ok, prior_seconds)
+            costs.update(round_privacy(self.cfg.federated.privacy, rnd))  # epsilon spent so far (DP runs)
             self._record(rnd, "round", AGGREGATE, costs)
             # Fused, before the last round, this round's model is pending: its model file waits for its metrics
             # (next round); the server state written here holds the model, so a resumed run loses nothing.

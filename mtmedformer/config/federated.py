@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mtmedformer.config.loader import FieldError, reject_non_finite
+from mtmedformer.config.privacy import PrivacyConfig
 
 STRATEGY_SETTINGS: dict[str, tuple[str, ...]] = {
     # The aggregation strategies ``federated.strategy`` accepts, and the settings each one reads, as key paths
@@ -28,6 +29,23 @@ STRATEGY_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 StrategyName = Literal[tuple(STRATEGY_SETTINGS)]  # the names of STRATEGY_SETTINGS, checked by the loader
+
+# The strategies secure aggregation works with: their aggregate is the weighted mean of the updates, which is all
+# the server learns. Every other strategy is refused at validation, with the reason below.
+SECURE_AGGREGATION_STRATEGIES = ("fedavg", "fedprox")
+SECURE_AGGREGATION_REFUSED = {
+    "bnp_matching": "bnp_matching aligns the neurons of every site's model, so it needs each site's weights in the "
+    "clear, which secure aggregation hides by design; use fedavg or fedprox for secure aggregation, or set "
+    "secure_aggregation: false (federated.privacy.dp works with bnp_matching)",
+    "fedmedian": "a coordinate-wise median needs every site's update, which secure aggregation hides; use fedavg "
+    "or fedprox, or set secure_aggregation: false",
+    "fedtrimmedavg": "a trimmed mean needs every site's update, which secure aggregation hides; use fedavg or "
+    "fedprox, or set secure_aggregation: false",
+}
+SECURE_AGGREGATION_NOT_WIRED = (
+    "is not wired for secure aggregation (its server optimizer would have to step on the securely aggregated mean); "
+    "use fedavg or fedprox, or set secure_aggregation: false"
+)
 
 
 @dataclass(frozen=True)
@@ -200,6 +218,7 @@ class FederatedConfig:
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # client-side DP, secure aggregation
 
     def __post_init__(self) -> None:
         reject_non_finite(self)
@@ -221,6 +240,20 @@ class FederatedConfig:
             )
         if self.round_timeout_s <= 0:
             raise FieldError("round_timeout_s", f"must be > 0, got {self.round_timeout_s}")
+        if self.privacy.secure_aggregation:
+            self._check_secure_aggregation()
+
+    def _check_secure_aggregation(self) -> None:
+        """Secure aggregation needs a weighted-mean strategy and its own exchange per round."""
+        if self.strategy not in SECURE_AGGREGATION_STRATEGIES:
+            reason = SECURE_AGGREGATION_REFUSED.get(self.strategy, f"{self.strategy} {SECURE_AGGREGATION_NOT_WIRED}")
+            raise FieldError("privacy.secure_aggregation", reason)
+        if self.fused_evaluation:
+            raise FieldError(
+                "privacy.secure_aggregation",
+                "cannot be combined with fused_evaluation (the SecAgg+ exchange carries no evaluation); set "
+                "fused_evaluation: false",
+            )
 
     def strategy_settings(self) -> dict[str, Any]:
         """The settings the configured strategy reads (:data:`STRATEGY_SETTINGS`), by the last part of their path.
