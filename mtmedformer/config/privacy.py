@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from mtmedformer.config.loader import FieldError
+from mtmedformer.config.loader import FieldError, reject_non_finite
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class DPConfig:
     delta: float = 1e-5
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
             raise FieldError("clip_norm", f"must be a finite number > 0, got {self.clip_norm}")
         if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0):
@@ -84,6 +85,7 @@ class SecAggConfig:
     clipping_range: float = 8.0
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         for name in ("num_shares", "reconstruction_threshold"):
             if not 0 < getattr(self, name) <= 1:
                 raise FieldError(name, f"must be a fraction in (0, 1], got {getattr(self, name)}")
