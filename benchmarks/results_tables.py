@@ -477,6 +477,14 @@ def dp_tradeoff_settings(results: Path, name: str = "dp_tradeoff.json") -> str:
             f"at the start, {data['load_average_end'][0]} at the end.")
 
 
+def decode_memory_table(results: Path) -> str:
+    """Peak memory of decoding one very large image, at full resolution and shrunk while decoding."""
+    data = load(results, "decode_memory.json")
+    rows = [[r["image"], "shrunk while decoding" if r["case"] == "shrunk" else "full resolution",
+             f"{r['rss_increase_mib']:.0f}", "×".join(str(n) for n in r["shape"])] for r in data["results"]]
+    return table(["image", "decoded", "peak RSS increase (MiB)", "item shape"], rows)
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "headline": headline_table,
     "centralized": centralized_table,
@@ -493,6 +501,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "round_overhead_before": overhead_before_table,
     "deployment_trace": trace_table,
     "security_cases": security_cases_table,
+    "decode_memory": decode_memory_table,
     "dp_tradeoff": dp_tradeoff_table,
     "dp_tradeoff_settings": dp_tradeoff_settings,
     "dp_tradeoff_fedavg": lambda results: dp_tradeoff_table(results, "dp_tradeoff_fedavg.json"),
