@@ -36,7 +36,7 @@ from torch.utils.data import Subset
 from mtmedformer.config import load_config
 from mtmedformer.data.image_io import read_image, read_mask
 from mtmedformer.data.sources import load_records, make_datasets
-from mtmedformer.engine.checkpoint import load_checkpoint
+from mtmedformer.engine.checkpoint import load_checkpoint, load_model_state
 from mtmedformer.engine.loop import train_epoch
 from mtmedformer.engine.optim import build_optimizer
 from mtmedformer.engine.seeding import seed_everything
@@ -215,7 +215,7 @@ def main() -> None:
         model = build_model(
             checkpoint.config.model, checkpoint.config.data.image_size, len(checkpoint.config.data.classes)
         )
-        model.load_state_dict(checkpoint.model_state)
+        load_model_state(checkpoint, model)
         model.eval()
     signal(cfg, model)
     if args.fit:
