@@ -21,7 +21,7 @@ Usage (from the repository root)::
 
     python -m benchmarks.round_overhead [--rounds 4] [--deployment] [--images-per-site 120]
         [--local-epochs 1] [--skip-simulation] [--trace] [--fused-evaluation] [--plain-arrays]
-        [--json out.json]
+        [--warm-baseline] [--task-poll 0.1] [--json out.json]
 
 Targets (issue): <= 1.15x in simulation, <= 1.5x in the loopback deployment.
 """
@@ -37,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mtmedformer.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small enough for a few minutes on 2 cores, big enough that compute dominates start-up noise.
@@ -114,9 +116,13 @@ def run_simulation(rounds: int, out: Path, workload: dict[str, int], fused: bool
 
 
 def run_deployment(
-    rounds: int, out: Path, workload: dict[str, int], trace: bool = False, fused: bool = False
+    rounds: int, out: Path, workload: dict[str, int], trace: bool = False, fused: bool = False,
+    env: dict[str, str] | None = None, label: str = "",
 ) -> dict:
     """The loopback TLS + authentication deployment of tests/deploy; returns the summary.
+
+    ``env`` adds environment variables to every Flower process (e.g. ``MTMEDFORMER_WARM_CLIENT=0`` for the
+    baseline without the sites' warm ClientApp servers); ``label`` is appended to the setting's name.
 
     With ``trace`` the Flower processes log at DEBUG level (timestamped; a little slower) and the summary gets a
     ``trace`` entry: the median seconds of each phase of a message exchange (:mod:`benchmarks.deployment_trace`).
@@ -128,7 +134,7 @@ def run_deployment(
     overrides = _overrides(rounds, workload, fused, deployment=True)
     run_config = {"experiment": str(ROOT / "configs" / "federated_demo.yaml"), "overrides": overrides,
                   "output-dir": str(out / "results"), "run-name": "deployment"}
-    extra_env = {"FLWR_LOG_LEVEL": "DEBUG"} if trace else None
+    extra_env = {**({"FLWR_LOG_LEVEL": "DEBUG"} if trace else {}), **(env or {})}
     deployment = start_deployment(out / "deployment", sites, run_config, extra_env=extra_env)
     try:
         info = deployment.run(timeout=1800, poll_interval=15.0)  # each poll is a `flwr` process: keep CPU for the sites
@@ -137,7 +143,8 @@ def run_deployment(
     finally:
         deployment.stop()
     rows = read_rounds(out / "results" / "deployment")
-    summary = summarise("loopback deployment (TLS + node auth, 2 SuperNodes)", rows, fused)
+    summary = summarise("loopback deployment (TLS + node auth, 2 SuperNodes)" + label, rows, fused)
+    summary["env"] = dict(env or {})
     if trace:
         from benchmarks.deployment_trace import read_site_logs, summarise_trace
 
@@ -157,6 +164,11 @@ def main() -> None:
                         help="federated.fused_evaluation: one message exchange per round (evaluation rides along)")
     parser.add_argument("--plain-arrays", action="store_true",
                         help="federated.pack_arrays=false: one Flower object per tensor (the baseline of packing)")
+    parser.add_argument("--warm-baseline", action="store_true",
+                        help="run the deployment first with MTMEDFORMER_WARM_CLIENT=0 (a ClientApp process per "
+                             "message imports everything, as before client/warm.py), then with the warm servers")
+    parser.add_argument("--task-poll", type=float, default=None,
+                        help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL of the deployment's processes (s; Flower's default 1)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     workload = {"images_per_site": args.images_per_site, "local_epochs": args.local_epochs,
@@ -167,9 +179,14 @@ def main() -> None:
     if not args.skip_simulation:
         results.append(run_simulation(args.rounds, out, workload, fused=args.fused_evaluation))
     if args.deployment:
-        results.append(
-            run_deployment(args.rounds, out / "deployment", workload, trace=args.trace, fused=args.fused_evaluation)
-        )
+        poll = {} if args.task_poll is None else {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(args.task_poll)}
+        if args.warm_baseline:
+            results.append(run_deployment(args.rounds, out / "deployment-cold", workload, trace=args.trace,
+                                          fused=args.fused_evaluation, env={**poll, "MTMEDFORMER_WARM_CLIENT": "0"},
+                                          label=", no warm ClientApp server"))
+        results.append(run_deployment(args.rounds, out / "deployment", workload, trace=args.trace,
+                                      fused=args.fused_evaluation, env=poll,
+                                      label=", warm ClientApp servers" if args.warm_baseline else ""))
     for res in results:
         print(f"\n{res['setting']}")
         print("| round | wall s | client critical path s | overhead s | ratio | MB sent | MB received |")
@@ -192,9 +209,11 @@ def main() -> None:
           f"model arrays {'plain' if args.plain_arrays else 'packed'}")
     print(f"\n(total benchmark time {time.monotonic() - started:.0f} s; results in {out})")
     if args.json:
-        args.json.write_text(json.dumps(
-            {"workload": workload, "fused_evaluation": args.fused_evaluation, "results": results}, indent=2
-        ))
+        record = {"workload": workload, "fused_evaluation": args.fused_evaluation, "results": results,
+                  "date": time.strftime("%Y-%m-%d", time.gmtime()), "load_average_end": list(os.getloadavg()),
+                  "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                           text=True, check=False).stdout.strip()}
+        atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import urllib.error
@@ -322,6 +323,9 @@ class Deployment:
     superlink: ManagedProcess | None = None
     supernodes: dict[str, ManagedProcess] = field(default_factory=dict)
     node_ids: dict[str, int] = field(default_factory=dict)
+    # The sites' warm ClientApp servers (client/warm.py) put their sockets here; they are not children of the
+    # SuperNodes (each outlives the process that started it) and exit once this folder is gone (stop()).
+    runtime_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mtm-warm-", dir="/tmp")))
 
     @property
     def address(self) -> str:
@@ -421,7 +425,7 @@ class Deployment:
             private_key=None if private_key is None else str(private_key),
             runtime_port=free_port(),
         )
-        env = flower_env(site_dir / "flwr-home", self.extra_env)
+        env = flower_env(site_dir / "flwr-home", {"XDG_RUNTIME_DIR": str(self.runtime_dir), **self.extra_env})
         process = ManagedProcess.start(f"supernode {site}", argv, site_dir, env, self.root / "logs" / f"{site}.log")
         self.supernodes[site] = process
         return process
@@ -499,6 +503,7 @@ class Deployment:
         """Stop the SuperNodes, then the SuperLink, and every child process they started (idempotent)."""
         for process in self.processes():
             process.stop()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)  # the warm servers exit within seconds
 
     def __enter__(self) -> Deployment:
         return self
