@@ -102,6 +102,10 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     return _reply(msg, session, _evaluation_metrics(session, model, loss_fn, split), None)
 
 
+# Message kind -> handler: what client/entry.py and the warm server (client/warm_server.py) dispatch to.
+HANDLERS = {"train": train, "evaluate": evaluate_global}
+
+
 def _evaluation_metrics(session: SiteSession, model: nn.Module, loss_fn: nn.Module, split: str) -> dict[str, float]:
     """Evaluate ``model`` on the site's ``split`` (its training split if it has none); flat metric dict."""
     dataset = {"val": session.data.val, "test": session.data.test, "train": session.data.train}.get(split)

@@ -32,7 +32,7 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
             log.warning("%s; running this message in the ClientApp process", err)
     from client import app as handlers  # the heavy import: only where no warm server is used
 
-    return {"train": handlers.train, "evaluate": handlers.evaluate_global}[kind](msg, context)
+    return handlers.HANDLERS[kind](msg, context)
 
 
 @app.train()

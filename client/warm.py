@@ -1,9 +1,9 @@
-"""A warm fork server for a deployed site: torch, MONAI and the app are imported once, not per message.
+"""The caller side of the warm fork server of a deployed site: torch, MONAI and the app imported once, not per message.
 
 Flower 1.42 starts a new ``flwr-clientapp`` process for every message a SuperNode receives, and importing
 torch and MONAI is most of such a process's start (seconds per round, on the critical path). In a deployment
 the ClientApp entry (``client/entry.py``) imports only Flower and numpy and hands each message to this
-server, starting it on first use:
+server (``client/warm_server.py``), starting it on first use:
 
 1. The server imports ``client.app`` (torch, MONAI, the model library) once and listens on a Unix socket in a
    folder only its user can enter; a connecting process must run as the same user (``SO_PEERCRED``).
@@ -26,32 +26,19 @@ or ``error`` + the child's traceback text.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import os
-import select
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 from flwr.app import Context, Message
-from flwr.common.serde import (
-    context_from_proto,
-    context_to_proto,
-    message_from_proto,
-    message_to_proto,
-    recorddict_from_proto,
-    recorddict_to_proto,
-)
-from flwr.proto.message_pb2 import Context as ProtoContext
-from flwr.proto.message_pb2 import Message as ProtoMessage
+from flwr.common.serde import context_to_proto, message_to_proto, recorddict_from_proto
 from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 
 IDLE_SECONDS = 900.0  # an unused server exits after this long (a run's rounds are much closer together)
@@ -59,7 +46,6 @@ START_TIMEOUT_SECONDS = 300.0  # first use: the server imports torch and MONAI b
 DISABLE_ENV = "MTMEDFORMER_WARM_CLIENT"  # "0": every message runs in the ClientApp process, as Flower does
 IDLE_ENV = "MTMEDFORMER_WARM_IDLE_SECONDS"  # overrides IDLE_SECONDS for servers started from now on
 _HEADER = struct.Struct(">Q")
-KINDS = ("train", "evaluate")
 
 
 class WarmWorkerError(RuntimeError):
@@ -96,7 +82,8 @@ def socket_path(app: Path, node_id: int) -> Path:
 # ---- frames ------------------------------------------------------------------------------------------------
 
 
-def _send(conn: socket.socket, *frames: bytes, fds: list[int] | None = None) -> None:
+def send(conn: socket.socket, *frames: bytes, fds: list[int] | None = None) -> None:
+    """Write ``frames`` (8-byte big-endian length, then the bytes); ``fds`` travel with the first frame."""
     for i, frame in enumerate(frames):
         data = _HEADER.pack(len(frame)) + frame
         if i == 0 and fds:
@@ -117,7 +104,14 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _recv(conn: socket.socket, count: int, with_fds: bool = False) -> tuple[list[bytes], list[int]]:
+def recv(conn: socket.socket, count: int, with_fds: bool = False) -> tuple[list[bytes], list[int]]:
+    """Read ``count`` frames and, with ``with_fds``, up to 2 file descriptors sent with the first.
+
+    Raises
+    ------
+    EOFError
+        If the peer closed the connection before all frames arrived.
+    """
     fds: list[int] = []
     frames = []
     for i in range(count):
@@ -157,7 +151,7 @@ def _start_server(path: Path, app: Path) -> socket.socket:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(app), os.environ.get("PYTHONPATH")]))}
         with open(log_path, "ab") as log:
             process = subprocess.Popen(  # our own module, this interpreter
-                [sys.executable, "-m", "client.warm", "--socket", str(path),
+                [sys.executable, "-m", "client.warm_server", "--socket", str(path),
                  "--idle-seconds", os.environ.get(IDLE_ENV, str(IDLE_SECONDS))],
                 cwd=app, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )
@@ -192,14 +186,14 @@ def call(kind: str, msg: Message, context: Context) -> Message:
     path = socket_path(app, context.node_id)
     conn = _connect(path) or _start_server(path, app)
     with conn:
-        _send(conn, kind.encode(), message_to_proto(msg).SerializeToString(),
+        send(conn, kind.encode(), message_to_proto(msg).SerializeToString(),
               context_to_proto(context).SerializeToString(), fds=[1, 2])
         try:
-            (status,), _ = _recv(conn, 1)
+            (status,), _ = recv(conn, 1)
             if status == b"ok":
-                (content, state), _ = _recv(conn, 2)
+                (content, state), _ = recv(conn, 2)
             else:
-                (text,), _ = _recv(conn, 1)
+                (text,), _ = recv(conn, 1)
         except EOFError as err:
             raise WarmWorkerError(f"the warm ClientApp task ended without a reply ({err}); see the site log") from None
     if status != b"ok":
@@ -207,100 +201,3 @@ def call(kind: str, msg: Message, context: Context) -> Message:
     context.state.clear()
     context.state.update(recorddict_from_proto(ProtoRecordDict.FromString(state)))
     return Message(content=recorddict_from_proto(ProtoRecordDict.FromString(content)), reply_to=msg)
-
-
-# ---- server side --------------------------------------------------------------------------------------------
-
-
-def _peer_uid(conn: socket.socket) -> int:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
-
-
-def _run_task(conn: socket.socket, handlers: dict) -> None:
-    """In the forked child: read one request, run it, reply. Never returns to the server loop."""
-    frames, fds = _recv(conn, 3, with_fds=True)
-    for target, fd in zip((1, 2), fds, strict=False):  # the task's output goes where the caller's would
-        os.dup2(fd, target)
-        os.close(fd)
-    kind, message, ctx = frames
-    try:
-        msg = message_from_proto(ProtoMessage.FromString(message))
-        context = context_from_proto(ProtoContext.FromString(ctx))
-        reply = handlers[kind.decode()](msg, context)
-        frames_out = [b"ok", recorddict_to_proto(reply.content).SerializeToString(),
-                      recorddict_to_proto(context.state).SerializeToString()]
-    except BaseException:  # the caller turns it into the reply's error, as Flower does in-process
-        frames_out = [b"error", traceback.format_exc().encode()]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    _send(conn, *frames_out)
-
-
-def serve(path: Path, idle_seconds: float = IDLE_SECONDS) -> None:
-    """Import the app, listen on ``path`` and fork one child per task until idle for ``idle_seconds``."""
-    from client import app as client_app  # the heavy import, once
-
-    handlers = {"train": client_app.train, "evaluate": client_app.evaluate_global}
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    path.unlink(missing_ok=True)
-    listener.bind(str(path))
-    listener.listen(8)
-    inode = path.stat().st_ino
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    last = time.monotonic()
-    try:
-        while True:
-            ready, _, _ = select.select([listener], [], [], 5.0)
-            while True:  # reap finished children
-                try:
-                    pid, _ = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-            if not ready:
-                if time.monotonic() - last > idle_seconds or not _still_ours(path, inode):
-                    return
-                continue
-            conn, _ = listener.accept()
-            last = time.monotonic()
-            if _peer_uid(conn) != os.getuid():
-                conn.close()
-                continue
-            if os.fork() == 0:  # child
-                listener.close()
-                code = 0
-                try:
-                    _run_task(conn, handlers)
-                except BaseException:  # a broken request ends this child only
-                    traceback.print_exc()
-                    code = 1
-                finally:
-                    os._exit(code)
-            conn.close()
-    finally:
-        listener.close()
-        if _still_ours(path, inode):
-            path.unlink(missing_ok=True)
-
-
-def _still_ours(path: Path, inode: int) -> bool:
-    """Whether the socket file at ``path`` is still the one this server bound (not removed or replaced)."""
-    try:
-        return path.stat().st_ino == inode
-    except FileNotFoundError:
-        return False
-
-
-def main() -> None:
-    """``python -m client.warm --socket PATH``: run the server (started by :func:`call`, not by hand)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", type=Path, required=True)
-    parser.add_argument("--idle-seconds", type=float, default=IDLE_SECONDS)
-    args = parser.parse_args()
-    serve(args.socket, args.idle_seconds)
-
-
-if __name__ == "__main__":
-    main()

@@ -47,6 +47,7 @@ def _array(dtype: np.dtype, shape: tuple[int, ...], *payload: bytes | memoryview
 
 
 _MAX_NDIM = 32  # numpy's own limit is 64; no tensor of a model has more than a handful of dimensions
+_MAX_DIM = int(np.iinfo(np.intp).max)  # numpy refuses a larger dimension, even next to a zero-length one
 
 
 def check_dtype(dtype: np.dtype) -> None:
@@ -69,15 +70,20 @@ def element_count(shape: object) -> int:
     Raises
     ------
     PackingError
-        If ``shape`` is not a sequence of at most 32 non-negative integers (booleans are not integers here).
+        If ``shape`` is not a sequence of at most 32 non-negative integers (booleans are not integers here), or
+        if numpy could not hold it: a dimension, or the product of the non-zero dimensions, above the largest
+        ``intp`` (numpy checks both even when another dimension is 0 and the array would be empty).
     """
     if not isinstance(shape, (tuple, list)) or len(shape) > _MAX_NDIM:
         raise PackingError(f"shape {shape!r} is not a list of at most {_MAX_NDIM} dimensions")
-    count = 1
+    count, nonzero = 1, 1
     for n in shape:
         if type(n) is not int or n < 0:
             raise PackingError(f"shape {shape!r} has a dimension that is not a non-negative integer")
         count *= n
+        nonzero *= max(n, 1)
+    if nonzero > _MAX_DIM:
+        raise PackingError(f"shape {shape!r} is larger than any array numpy can hold")
     return count
 
 

@@ -26,6 +26,8 @@ ALLOWED_FUNCTION_IMPORTS: dict[tuple[str, str], str] = {}
 # allowed.
 ENTRY_POINTS: dict[str, str] = {
     "mtmedformer.cli": "imports a subcommand's library code (torch, MONAI) only when that subcommand runs",
+    "client.entry": "the ClientApp Flower loads: imports client.app (torch, MONAI) only where no warm server runs",
+    "client.warm_server": "a process of its own (python -m client.warm_server), started by client/warm.py",
 }
 
 Graph = dict[str, set[str]]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common.constant import SType
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from client.app import app as client_app
@@ -186,6 +187,18 @@ def test_packed_tensors_of_one_dtype_share_one_copy_of_the_wire_bytes():
     weight, head = arrays["blocks.0.attn.qkv.weight"], arrays["head.weight"]
     assert weight.base is not None and weight.base is head.base
     assert arrays["blocks.0.attn.qkv.weight"].flags.c_contiguous
+
+
+@pytest.mark.parametrize("fortran", [False, True])
+@pytest.mark.parametrize("shape", [(0, 2**63), (2**40, 2**40, 0)])
+def test_an_empty_shape_with_a_dimension_numpy_cannot_hold_is_a_packing_error(fortran, shape):
+    # Found by tests/security/test_fuzz.py: numpy's reshape raised a bare ValueError for these empty shapes
+    header = f"{{'descr': '<f4', 'fortran_order': {fortran}, 'shape': {shape!r}, }}".encode("latin1")
+    data = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+    array = Array(dtype="float32", shape=(1,), stype=SType.NUMPY, data=data)
+    plain = RecordDict({keys.ARRAYS: ArrayRecord({"w": array})})
+    with pytest.raises(PackingError, match="larger than any array numpy can hold"):
+        decode_arrays(plain)
 
 
 def test_decoding_a_reply_without_arrays_or_with_a_broken_layout_raises_packing_error():
