@@ -4,7 +4,9 @@ Two servers started with the same ``run-name`` would both write ``config.yaml``,
 round logs of one folder. The first to start creates ``<run folder>/server.lock`` exclusively (``O_EXCL``) and
 writes its host name and process id into it; a second one finds it and stops with an error naming the holder.
 A lock left by a server that died without removing it (killed, machine reset) is recognised by its process id
-no longer running on this host, and taken over with a warning. A lock written on another host cannot be checked
+no longer running on this host, or running a process that started at another time (Linux: the start time in
+``/proc/<pid>/stat``; a restarted container numbers its processes from 1 again, so a new process may hold the
+dead server's pid), and taken over with a warning. A lock written on another host cannot be checked
 from here: the error says which file to delete once that server is known to be gone.
 """
 
@@ -34,6 +36,15 @@ def _pid_running(pid: int) -> bool:
     except PermissionError:  # exists, owned by another user
         return True
     return True
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), or None where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22; the name in (...) may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _read_holder(path: Path) -> dict[str, object] | None:
@@ -70,7 +81,7 @@ class RunFolderLock:
         except FileExistsError:
             return False
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"host": socket.gethostname(), "pid": os.getpid()}, handle)
+            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "started": _start_ticks(os.getpid())}, handle)
         return True
 
     def acquire(self) -> None:
@@ -89,7 +100,10 @@ class RunFolderLock:
                     f"{self.path.parent} is in use by a server on host {host} (pid {pid}); choose another run-name, "
                     f"or delete {self.path} once that server is known to be stopped"
                 )
-            if _pid_running(pid):
+            started = holder.get("started")
+            # The pid may now belong to another process (this one, or one started later): then the holder is gone.
+            reused = pid == os.getpid() or (isinstance(started, int) and _start_ticks(pid) not in (None, started))
+            if not reused and _pid_running(pid):
                 raise ResumeError(
                     f"{self.path.parent} is in use by a running server (pid {pid}); wait for it to finish, stop it, "
                     "or choose another run-name"

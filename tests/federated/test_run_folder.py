@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from fltesting.inprocess import InProcessGrid as LocalGrid
 from mtmedformer.config import to_dict
 from mtmedformer.errors import ConfigError
 from server.app import initial_state, open_run, run_experiment
-from server.run_lock import LOCK_NAME, RunFolderLock
+from server.run_lock import LOCK_NAME, RunFolderLock, _start_ticks
 from server.settings import ServerSettings
 from server.state import ResumeError
 from tests.federated.conftest import settings_for, site_nodes
@@ -57,9 +58,9 @@ def _exited_pid():
     return proc.pid
 
 
-def _write_lock(run_dir, pid, host=None):
+def _write_lock(run_dir, pid, host=None, **extra):
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / LOCK_NAME).write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid}))
+    (run_dir / LOCK_NAME).write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid, **extra}))
 
 
 def test_a_second_server_on_a_running_servers_folder_stops_before_writing(tmp_path, experiment_file):
@@ -95,6 +96,34 @@ def test_a_stale_lock_of_a_dead_server_is_taken_over_with_a_warning(tmp_path, ca
     assert holder["pid"] == os.getpid()
     assert any(f"server pid {dead}, which no longer runs" in r.getMessage() for r in caplog.records)
     assert not (tmp_path / LOCK_NAME).exists()  # released on exit
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times come from /proc (Linux)")
+@pytest.mark.parametrize("recorded", ["another start time", "its own start time"])
+def test_a_live_pid_holds_the_lock_only_if_it_is_the_process_that_wrote_it(tmp_path, recorded):
+    # Prepare: a restarted container numbers its processes from 1 again, so a dead server's pid may be reused
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ticks = _start_ticks(live.pid)
+        assert ticks is not None
+        _write_lock(tmp_path, live.pid, started=ticks + 1 if recorded == "another start time" else ticks)
+        # Execute / Assert
+        if recorded == "another start time":
+            with RunFolderLock(tmp_path):
+                assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+        else:
+            with pytest.raises(ResumeError, match=rf"in use by a running server \(pid {live.pid}\)"):
+                RunFolderLock(tmp_path).acquire()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_lock_holding_this_processs_own_pid_is_stale(tmp_path):
+    # A restarted server container may give the new server the dead one's pid; the new one holds no lock yet.
+    _write_lock(tmp_path, os.getpid())
+    with RunFolderLock(tmp_path):
+        assert (tmp_path / LOCK_NAME).exists()
 
 
 def test_the_lock_is_held_during_the_run_and_released_after(tmp_path, experiment_file):
