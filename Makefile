@@ -10,9 +10,11 @@ STAMP  := $(VENV)/.installed
 # run (pulling CUDA torch); we run the app in this project's own environment instead.
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_TELEMETRY_ENABLED := 0
+# SuperExec polls for new tasks every 0.1 s instead of 1 s (Flower's default): about a second less per round.
+export FLWR_SUPEREXEC_TASK_POLL_INTERVAL := 0.1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean docker-test
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

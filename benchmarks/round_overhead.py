@@ -168,7 +168,7 @@ def main() -> None:
                         help="run the deployment first with MTMEDFORMER_WARM_CLIENT=0 (a ClientApp process per "
                              "message imports everything, as before client/warm.py), then with the warm servers")
     parser.add_argument("--task-poll", type=float, default=None,
-                        help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL of the deployment's processes (s; Flower's default 1)")
+                        help="SuperExec task poll of the deployment (s; default: the harness's 0.1, Flower's 1)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     workload = {"images_per_site": args.images_per_site, "local_epochs": args.local_epochs,

@@ -74,7 +74,8 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
 
     ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` makes the SuperLink/SuperNode run the app in this
     environment instead of installing its dependencies; telemetry and the update check are off (no
-    internet here, and a hospital network should not call out).
+    internet here, and a hospital network should not call out). SuperExec asks for new tasks every 0.1 s
+    instead of Flower's default 1 s (as the images and the Makefile set it): about a second less per round.
     """
     env = dict(os.environ)
     env.update(
@@ -82,6 +83,7 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
         FLWR_TELEMETRY_ENABLED="0",
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
         FLWR_DISABLE_UPDATE_CHECK="1",
+        FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.1",
         PYTHONUNBUFFERED="1",
         OMP_NUM_THREADS="1",
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
