@@ -207,7 +207,7 @@ TRAIN_CASES = (
     HostileCase("not-npy", "packed array bytes that are not npy at all", "readable .npy header", _not_npy),
     HostileCase("object-dtype", "a packed array with an object-dtype npy header", "not a plain", _object_dtype),
     HostileCase("overflowing-shape", "a layout shape of 2^64 elements (0 when multiplied in int64) with a "
-                "matching packed size", "the layout needs", _overflowing_shape),
+                "matching packed size", "the arrays layout gives", _overflowing_shape),
     HostileCase("plain-garbage", "an unpacked Array whose bytes are garbage", "readable .npy header", _plain_garbage),
     HostileCase("extra-metric-key", "a metric key the other sites do not send", "metric keys differ",
                 _extra_metric_key),
