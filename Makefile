@@ -34,5 +34,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# Builds the server and site images and runs the containerised deployment end to end (needs Docker; starts
+# dockerd when run as root). Not part of `make test`; .ci/run runs it after the test suite.
+docker-test: $(STAMP)
+	VENV=$(VENV) scripts/docker_test.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
