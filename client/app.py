@@ -94,26 +94,48 @@ def evaluate_global(msg: Message, context: Context) -> Message:
 
     Metrics are flat ``"<task>/<metric>"`` numbers with ``"<task>/num-examples"`` counts, so the server can
     weight each task by the samples annotated for it; undefined values (e.g. AUC on a single-class split) are
-    NaN and left out of the server's averages.
+    NaN and left out of the server's averages. A binary classifier is also scored at an operating point:
+    on the validation split the site chooses the threshold (``train.operating_point``), on other splits it
+    applies ``classification-threshold`` from the config (the server's aggregate of the sites' validation
+    thresholds), or the fixed ``train.operating_point.threshold`` when none is sent.
     """
     session = open_session(msg, context)
-    split = str(msg.content[keys.CONFIG].get(keys.EVALUATE_SPLIT, "val"))
+    config = msg.content[keys.CONFIG]
+    split = str(config.get(keys.EVALUATE_SPLIT, "val"))
+    threshold = config.get(keys.CLASSIFICATION_THRESHOLD)
     model, loss_fn = session.model_and_loss(msg.content[keys.ARRAYS])
-    return _reply(msg, session, _evaluation_metrics(session, model, loss_fn, split), None)
+    metrics = _evaluation_metrics(session, model, loss_fn, split, None if threshold is None else float(threshold))
+    return _reply(msg, session, metrics, None)
 
 
 # Message kind -> handler: what client/entry.py and the warm server (client/warm_server.py) dispatch to.
 HANDLERS = {"train": train, "evaluate": evaluate_global}
 
 
-def _evaluation_metrics(session: SiteSession, model: nn.Module, loss_fn: nn.Module, split: str) -> dict[str, float]:
-    """Evaluate ``model`` on the site's ``split`` (its training split if it has none); flat metric dict."""
+def _evaluation_metrics(
+    session: SiteSession, model: nn.Module, loss_fn: nn.Module, split: str, threshold: float | None = None
+) -> dict[str, float]:
+    """Evaluate ``model`` on the site's ``split`` (its training split if it has none); flat metric dict.
+
+    On ``"val"`` the site chooses the classification threshold; a site that cannot (a single class) reports
+    ``classification/threshold`` as NaN, so the server's count-weighted mean leaves it out, and its
+    ``*_at_threshold`` values are at the fixed threshold. On other splits ``threshold`` (or the fixed one) is
+    applied.
+    """
     dataset = {"val": session.data.val, "test": session.data.test, "train": session.data.train}.get(split)
     if dataset is None or len(dataset) == 0:
         dataset = session.data.train
         log.warning("site %s has no '%s' split: evaluating on its training split", session.name, split)
     start = time.monotonic()
-    values = evaluate(model, session.loader(dataset), len(session.cfg.data.classes), loss_fn=loss_fn)
+    operating_point = session.cfg.train.operating_point
+    choose = split == "val"
+    values = evaluate(
+        model, session.loader(dataset), len(session.cfg.data.classes), loss_fn=loss_fn,
+        choose_threshold=operating_point if choose else None,
+        threshold=None if choose else (operating_point.threshold if threshold is None else threshold),
+    )
+    if values.get("classification/threshold_fallback"):
+        values["classification/threshold"] = None  # not chosen here: NaN, left out of the server's mean
     metrics: dict[str, float] = {keys.NUM_EXAMPLES: len(dataset), keys.EVAL_SECONDS: time.monotonic() - start}
     for key, value in values.items():
         if key.endswith("/n"):

@@ -95,6 +95,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt.config
+    threshold = ckpt.classification_threshold()  # chosen on validation when training stored one
+    if args.threshold is not None:
+        if not 0.0 < args.threshold < 1.0:  # also refuses nan
+            raise MTMedFormerError(f"--threshold: must be a class-1 probability in (0, 1), got {args.threshold}")
+        if threshold is None:
+            raise MTMedFormerError(
+                f"--threshold: {args.checkpoint} has no binary classification head (model.tasks="
+                f"{list(cfg.model.tasks)}, data.classes={list(cfg.data.classes)}); drop --threshold"
+            )
+        threshold = args.threshold
     objects = build_model_and_loss(cfg)
     load_model_state(ckpt, objects.model, objects.loss_fn)
     device = resolve_device(cfg.train.device)
@@ -110,7 +120,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         max_image_pixels=cfg.data.max_image_pixels, skip_undecodable=cfg.data.on_bad_row == "skip",
     )
     metrics = evaluate(objects.model, make_loader(dataset, cfg, train=False), len(cfg.data.classes),
-                       loss_fn=objects.loss_fn)
+                       loss_fn=objects.loss_fn, threshold=threshold)
     output = args.output or Path(args.checkpoint).with_name(f"metrics_{Path(args.data).stem}.json")
     atomic_write_json(output, {"checkpoint": str(args.checkpoint), "data": str(args.data), "metrics": metrics})
     print(json.dumps(metrics, indent=2))
@@ -157,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, required=True, help="manifest CSV (see README)")
     ev.add_argument("--split", choices=("train", "val", "test"), help="only rows of this split")
     ev.add_argument("--output", type=Path, help="metrics JSON path (default: next to the checkpoint)")
+    ev.add_argument(
+        "--threshold", type=float,
+        help="binary classification: class-1 probability threshold in (0, 1) to score at, instead of the one "
+        "the checkpoint stores (chosen on the validation split)",
+    )
     ev.set_defaults(func=_cmd_evaluate)
     return parser
 

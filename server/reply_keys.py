@@ -13,6 +13,7 @@ from __future__ import annotations
 from mtmedformer import TASKS
 from mtmedformer.config import ExperimentConfig
 from mtmedformer.metrics import MultiTaskEvaluator
+from mtmedformer.metrics.evaluator import THRESHOLD_KEYS
 from strategies import keys
 from strategies.validation import MetricKeys
 
@@ -26,10 +27,17 @@ def train_metric_keys() -> MetricKeys:
 
 
 def evaluation_metric_keys(cfg: ExperimentConfig) -> MetricKeys:
-    """Keys of an evaluation reply for ``cfg``'s tasks and classes (also of a fused evaluation)."""
+    """Keys of an evaluation reply for ``cfg``'s tasks and classes (also of a fused evaluation).
+
+    A binary classifier's replies also carry the metrics at the operating point (``classification/threshold``,
+    ``classification/*_at_threshold``), and validation replies whether the site fell back to the fixed one.
+    """
     evaluator = MultiTaskEvaluator(tuple(cfg.model.tasks), len(cfg.data.classes)).compute()  # nothing seen: keys only
     required = {k for k in evaluator if not k.endswith("/n")}
     required |= {keys.NUM_EXAMPLES, keys.EVAL_SECONDS, keys.LOSS, "mean_score"}
     required |= {keys.task_count_key(task) for task in TASKS}
     optional = {keys.task_loss_key(task) for task in cfg.model.tasks}
+    if "classification" in cfg.model.tasks and len(cfg.data.classes) == 2:  # client/app.py: the operating point
+        required |= {"classification/threshold", *(f"classification/{k}_at_threshold" for k in THRESHOLD_KEYS)}
+        optional.add("classification/threshold_fallback")  # a validation reply: the site chose the threshold
     return MetricKeys(frozenset(required), frozenset(required | optional))

@@ -27,6 +27,7 @@ from mtmedformer.config import ExperimentConfig, to_dict
 from mtmedformer.engine.checkpoint import save_checkpoint
 from mtmedformer.engine.loop import primary_score
 from server.exchange import send_and_receive
+from server.operating_point import federated_operating_point, validation_threshold
 from server.privacy import round_privacy
 from server.reply_keys import evaluation_metric_keys, train_metric_keys
 from server.results import AGGREGATE, write_results
@@ -234,9 +235,17 @@ class RoundLoop:
         return train_metrics
 
     def evaluate_split(self, rnd: int, split: str) -> dict[str, float]:
-        """Evaluate the global model on every sampled site's ``split``; record per-site and weighted metrics."""
+        """Evaluate the global model on every sampled site's ``split``; record per-site and weighted metrics.
+
+        Other splits than ``"val"`` are scored at the classification threshold aggregated from round ``rnd``'s
+        validation (:mod:`server.operating_point`), when there is one; the sites choose it on ``"val"``.
+        """
         arrays = ArrayRecord(self.state.global_state)
-        config = self._config(rnd, **{keys.EVALUATE_SPLIT: split})
+        extra: dict[str, Any] = {keys.EVALUATE_SPLIT: split}
+        threshold = validation_threshold(self.state.history, rnd) if split != "val" else None
+        if threshold is not None:
+            extra[keys.CLASSIFICATION_THRESHOLD] = threshold
+        config = self._config(rnd, **extra)
         sent = self.strategy.configure_evaluate(rnd, arrays, config, self.grid)
         if not sent:
             return {}
@@ -272,7 +281,10 @@ class RoundLoop:
     def _save_model(self, validation: Validation, state: dict[str, torch.Tensor]) -> None:
         """Write the evaluated round's global model ``state`` with its metrics; also as best.pt when it is the best."""
         rnd, val = validation.round, validation.metrics
-        model_ckpt = {"config": self.cfg, "epoch": rnd, "metrics": {k: v for k, v in val.items() if v is not None}}
+        model_ckpt = {
+            "config": self.cfg, "epoch": rnd, "metrics": {k: v for k, v in val.items() if v is not None},
+            "operating_point": federated_operating_point(val, self.cfg),  # the sites' validation thresholds
+        }
         save_checkpoint(self.run_dir / "checkpoints" / f"round_{rnd:03d}.pt", model=state, **model_ckpt)
         score = val.get(self.cfg.train.monitor)
         if score is not None and not math.isnan(score) and (not self.state.best or score > self.state.best["score"]):

@@ -24,6 +24,9 @@ TRAIN_SECONDS = "train-seconds"  # wall time of local training (compute critical
 EVAL_SECONDS = "eval-seconds"  # wall time of an evaluation at the site
 EVALUATE_SPLIT = "eval-split"  # server -> client: split to evaluate on
 PRIOR_EVAL_SPLIT = "prior-eval-split"  # server -> client in a train message: evaluate the received model first
+# server -> client in the final test evaluate message: the binary classifier's threshold, aggregated from the
+# sites' validation-chosen ones (server/operating_point.py)
+CLASSIFICATION_THRESHOLD = "classification-threshold"
 SECAGG_ARRAY_NAMES = "secagg-array-names"  # server -> client in a SecAgg+ FitIns: state-dict names, one per line
 LOSS = "loss"
 

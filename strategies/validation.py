@@ -20,7 +20,8 @@ from strategies import keys
 # Metrics (the part after the last "/") that are rates or scores in [0, 1]; NaN means undefined at the site.
 UNIT_INTERVAL = frozenset({
     "accuracy", "auc", "f1", "sensitivity", "specificity", "dice", "dice_lesion", "iou", "iou_lesion",
-    "map50", "map_rsna", "mean_score",
+    "map50", "map_rsna", "mean_score", "threshold", "threshold_fallback", "accuracy_at_threshold",
+    "f1_at_threshold", "sensitivity_at_threshold", "specificity_at_threshold",
 })
 # Metrics that are never negative: losses, distances in pixels, wall times.
 NON_NEGATIVE = frozenset({"loss", "hd95", "hd95_lesion", keys.TRAIN_SECONDS, keys.EVAL_SECONDS})

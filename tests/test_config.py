@@ -111,3 +111,35 @@ def test_shipped_configs_set_only_existing_keys_and_every_value_they_set_is_appl
     resolved = dict(_leaves(to_dict(load_config(path))))
     # Assert (lists come back as lists, tuples of the config included)
     assert written and {key: resolved[key] for key in written} == written
+
+
+def test_operating_point_defaults_and_settings_are_read():
+    # Execute
+    default = config_from_dict({}).train.operating_point
+    chosen = config_from_dict({}, ["train.operating_point.rule=target_sensitivity",
+                                   "train.operating_point.target_sensitivity=0.8"]).train.operating_point
+    # Assert
+    assert (default.rule, default.target_sensitivity, default.threshold) == ("youden", 0.9, 0.5)
+    assert (chosen.rule, chosen.target_sensitivity) == ("target_sensitivity", 0.8)
+
+
+@pytest.mark.parametrize(
+    ("operating_point", "expected"),
+    [
+        ({"rule": "youdn"}, "train.operating_point.rule: 'youdn' is not one of ['youden', 'target_sensitivity', "
+                            "'fixed']. Did you mean 'youden'?"),
+        ({"threshold": 1.0}, "train.operating_point.threshold: must be in (0, 1), got 1.0"),
+        ({"threshold": 0}, "train.operating_point.threshold: must be in (0, 1), got 0.0"),
+        ({"rule": "target_sensitivity", "target_sensitivity": 1.5},
+         "train.operating_point.target_sensitivity: must be in (0, 1), got 1.5"),
+        ({"target_sensitivity": 0.8}, "train.operating_point.target_sensitivity: is only used with rule "
+                                      "'target_sensitivity', the rule is 'youden'; remove target_sensitivity"),
+        ({"treshold": 0.3}, "train.operating_point.treshold: unknown key in 'train.operating_point'. "
+                            "Did you mean 'threshold'?"),
+        ({"threshold": "low"}, "train.operating_point.threshold: expected a number, got 'low'"),
+    ],
+)
+def test_bad_operating_point_settings_name_the_key_path(operating_point, expected):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"train": {"operating_point": operating_point}})
+    assert expected in str(info.value)

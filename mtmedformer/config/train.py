@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from mtmedformer.config.loader import FieldError, reject_non_finite
+
+OperatingRule = Literal["youden", "target_sensitivity", "fixed"]
+_DEFAULT_TARGET_SENSITIVITY = 0.9
+
+
+@dataclass(frozen=True)
+class OperatingPointConfig:
+    """How the binary classifier's probability threshold is chosen on the validation split.
+
+    A sample is predicted positive (class 1) when its class-1 probability is ``>=`` the threshold. The
+    threshold is chosen after every validation pass, stored in the checkpoints and applied unchanged to the
+    test split and by ``mtmedformer evaluate`` (:mod:`mtmedformer.metrics.operating_point`). Multi-class
+    classifiers always predict the argmax and ignore this section.
+    """
+
+    # youden: maximise sensitivity + specificity - 1; target_sensitivity: the largest threshold that keeps
+    # validation sensitivity >= target_sensitivity; fixed: always use `threshold`.
+    rule: OperatingRule = "youden"
+    target_sensitivity: float = _DEFAULT_TARGET_SENSITIVITY  # in (0, 1); only with rule: target_sensitivity
+    # The fixed rule's threshold, in (0, 1); also the fallback when the validation split cannot choose one
+    # (a single class, no labelled sample) and the threshold of checkpoints written without a chosen one.
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        reject_non_finite(self)
+        for name in ("target_sensitivity", "threshold"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise FieldError(name, f"must be in (0, 1), got {getattr(self, name)}")
+        if self.rule != "target_sensitivity" and self.target_sensitivity != _DEFAULT_TARGET_SENSITIVITY:
+            raise FieldError(
+                "target_sensitivity",
+                f"is only used with rule 'target_sensitivity', the rule is '{self.rule}'; "
+                "remove target_sensitivity or set rule: target_sensitivity",
+            )
 
 
 @dataclass(frozen=True)
@@ -30,6 +64,8 @@ class TrainConfig:
     eval_every: int = 1  # validate every this many epochs (and always after the last)
     output_dir: str = "runs/train"  # run folder: checkpoints, history, plots, resolved config
     progress: bool = True  # show progress bars
+    # binary classification: how the probability threshold is chosen on the validation split
+    operating_point: OperatingPointConfig = field(default_factory=OperatingPointConfig)
 
     def __post_init__(self) -> None:
         reject_non_finite(self)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,11 @@ class Checkpoint:
         Validation metrics at save time.
     extra
         Anything else the writer needs to resume (e.g. metric history, RNG states).
+    operating_point
+        The binary classifier's threshold chosen on the validation split, ``{"threshold", "rule",
+        "fallback"}`` (:class:`~mtmedformer.metrics.OperatingPoint`), or empty when none was chosen (a file
+        written before thresholds were stored, a run without a validation split): read it with
+        :meth:`classification_threshold`.
     path
         The file it was read from (named in error messages), or None.
     """
@@ -58,6 +64,18 @@ class Checkpoint:
     metrics: dict[str, Any]
     extra: dict[str, Any]
     path: Path | None = None
+    operating_point: dict[str, Any] = field(default_factory=dict)
+
+    def classification_threshold(self) -> float | None:
+        """The class-1 probability threshold to evaluate this model at, or None without binary classification.
+
+        The stored (validation-chosen) threshold; else, for a checkpoint without one, the config's fixed
+        ``train.operating_point.threshold`` (0.5 in files written before the setting existed).
+        """
+        if "classification" not in self.config.model.tasks or len(self.config.data.classes) != 2:
+            return None
+        stored = self.operating_point.get("threshold")
+        return float(stored) if stored is not None else self.config.train.operating_point.threshold
 
     def describe_model(self) -> str:
         """The config settings that decide the model's tensor shapes, for error messages."""
@@ -80,10 +98,13 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
     extra: dict[str, Any] | None = None,
+    operating_point: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint atomically (a crash mid-write leaves the previous file intact).
 
     ``model`` is the model or its state dict (the server holds global weights without a module).
+    ``operating_point`` is the validation-chosen threshold (:meth:`~mtmedformer.metrics.OperatingPoint.as_dict`),
+    or None when none was chosen.
     """
     payload = {
         "format": FORMAT,
@@ -97,6 +118,7 @@ def save_checkpoint(
         "epoch": int(epoch),
         "metrics": dict(metrics or {}),
         "extra": dict(extra or {}),
+        "operating_point": dict(operating_point or {}),
     }
     atomic_torch_save(path, payload)
 
@@ -128,6 +150,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     for part in ("model", "loss"):
         _check_finite(payload.get(part) or {}, part, path)
+    operating_point = payload.get("operating_point") or {}  # absent in files written before it was stored
+    _check_threshold(operating_point, path)
     return Checkpoint(
         config=config_from_dict(drop_retired_keys(payload["config"])),
         model_state=payload["model"],
@@ -138,6 +162,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         metrics=payload.get("metrics") or {},
         extra=payload.get("extra") or {},
         path=path,
+        operating_point=dict(operating_point),
     )
 
 
@@ -157,6 +182,18 @@ def _check_finite(state: Mapping[str, Any], part: str, path: Path) -> None:
         raise CheckpointError(
             f"checkpoint {path} has NaN or infinite values in {len(bad)} {part} tensor(s): {_shown(bad)}; "
             "the run that wrote it diverged or the file was damaged: use an earlier checkpoint or retrain"
+        )
+
+
+def _check_threshold(operating_point: Any, path: Path) -> None:
+    """Reject a stored operating point that is not a mapping with a threshold in ``[0, 1]`` (or none)."""
+    value = operating_point.get("threshold") if isinstance(operating_point, Mapping) else None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    valid = value is None or (number and math.isfinite(value) and 0 <= value <= 1)
+    if not isinstance(operating_point, Mapping) or not valid:
+        raise CheckpointError(
+            f"checkpoint {path} holds an invalid classification threshold ({operating_point!r}); "
+            "the file was damaged or edited: use the checkpoint as its training run wrote it"
         )
 
 

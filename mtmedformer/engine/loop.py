@@ -13,10 +13,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mtmedformer.config.train import OperatingPointConfig
 from mtmedformer.data.batch import Batch
 from mtmedformer.engine.device import map_tensors, module_device
 from mtmedformer.engine.probe import ProbeFitter
-from mtmedformer.metrics import MultiTaskEvaluator
+from mtmedformer.metrics import MultiTaskEvaluator, choose_operating_point
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,19 @@ def primary_score(metrics: dict[str, float | None], tasks: Iterable[str]) -> flo
     return sum(values) / len(values) if values else None
 
 
+def _at_chosen_threshold(evaluator: MultiTaskEvaluator, choose: OperatingPointConfig) -> dict[str, float | None]:
+    """The binary metrics at the threshold that ``choose`` picks on the samples ``evaluator`` holds."""
+    probs, labels = evaluator.classification_arrays()
+    point = choose_operating_point(
+        probs[:, 1], labels, choose.rule, target_sensitivity=choose.target_sensitivity,
+        fixed_threshold=choose.threshold,
+    )
+    for note in point.notes:
+        log.warning(note)
+    evaluator.notes.extend(point.notes)
+    return {**evaluator.classification_at(point.threshold), "classification/threshold_fallback": float(point.fallback)}
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -227,16 +241,39 @@ def evaluate(
     loss_fn: nn.Module | None = None,
     progress: bool = False,
     desc: str = "eval",
+    threshold: float | None = None,
+    choose_threshold: OperatingPointConfig | None = None,
 ) -> dict[str, float | None]:
     """Evaluate ``model`` on ``loader`` and return flat metrics.
+
+    Parameters
+    ----------
+    threshold
+        Binary classification: also report the metrics at this class-1 probability threshold (one chosen
+        on the validation split, for a test split).
+    choose_threshold
+        Binary classification: choose the threshold on these samples by this rule (for a validation split;
+        :func:`~mtmedformer.metrics.choose_operating_point`), and report the metrics at it. Excludes
+        ``threshold``. Both are ignored without a binary classification head.
 
     Returns
     -------
     dict
         The :class:`~mtmedformer.metrics.MultiTaskEvaluator` metrics (``"segmentation/dice"``, ...; ``None`` where
         undefined), ``"loss"`` and ``"<task>/loss"`` when ``loss_fn`` is given, ``"mean_score"`` (see
-        :func:`primary_score`) and ``"num_examples"``.
+        :func:`primary_score`) and ``"num_examples"``. With ``threshold`` or ``choose_threshold`` also
+        ``"classification/threshold"`` and ``"classification/<metric>_at_threshold"``; with
+        ``choose_threshold`` ``"classification/threshold_fallback"`` (1.0 when the split could not choose and
+        the fixed threshold stood in, else 0.0). The unsuffixed classification metrics stay at the argmax
+        (0.5), comparable with runs that had no operating point.
+
+    Raises
+    ------
+    ValueError
+        If both ``threshold`` and ``choose_threshold`` are given.
     """
+    if threshold is not None and choose_threshold is not None:
+        raise ValueError("pass either threshold (apply it) or choose_threshold (choose one here), not both")
     model.eval()
     tasks = tuple(model.tasks)
     evaluator = MultiTaskEvaluator(tasks, num_classes)
@@ -263,6 +300,11 @@ def evaluate(
                     task_sum[task] = task_sum.get(task, 0.0) + float(value) * n
                     task_n[task] = task_n.get(task, 0) + n
     metrics: dict[str, float | None] = dict(evaluator.compute())
+    if "classification" in tasks and num_classes == 2:
+        if choose_threshold is not None:
+            metrics.update(_at_chosen_threshold(evaluator, choose_threshold))
+        elif threshold is not None:
+            metrics.update(evaluator.classification_at(threshold))
     if loss_fn is not None:
         metrics["loss"] = loss_sum / max(loss_batches, 1)
         for task in task_sum:

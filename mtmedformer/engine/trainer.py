@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from mtmedformer.atomic import atomic_write_json, atomic_write_text
 from mtmedformer.config import ExperimentConfig, to_dict
 from mtmedformer.data.batch import collate_samples
-from mtmedformer.engine.checkpoint import save_checkpoint
+from mtmedformer.engine.checkpoint import load_checkpoint, save_checkpoint
 from mtmedformer.engine.device import resolve_device
 from mtmedformer.engine.history import MetricHistory
 from mtmedformer.engine.loop import evaluate, train_epoch
@@ -24,6 +24,7 @@ from mtmedformer.engine.plots import plot_history
 from mtmedformer.engine.seeding import seed_everything, worker_seed
 from mtmedformer.engine.setup import build_training_objects
 from mtmedformer.errors import ConfigError
+from mtmedformer.metrics import OperatingPoint
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,20 @@ def _prepare_output_dir(path: Path, overwrite: bool) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
+def chosen_operating_point(metrics: dict[str, Any], cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """The operating point a validation pass chose (see ``evaluate(choose_threshold=...)``), for a checkpoint.
+
+    Returns ``{"threshold", "rule", "fallback"}``, or None when the pass chose none (no binary classification,
+    no validation this epoch).
+    """
+    threshold = metrics.get("classification/threshold")
+    if threshold is None:
+        return None
+    fallback = bool(metrics.get("classification/threshold_fallback"))
+    rule = "fixed" if fallback else cfg.train.operating_point.rule
+    return OperatingPoint(float(threshold), rule, fallback).as_dict()
+
+
 def fit(
     cfg: ExperimentConfig,
     train_set: Dataset,
@@ -107,6 +122,11 @@ def fit(
     The run folder receives ``config.yaml`` (the resolved config), ``history.json``/``history.csv``
     (one row per epoch), ``last.pt`` and ``best.pt`` (atomic, each carrying the config), ``metrics_val.json``,
     ``metrics_test.json`` (best checkpoint on the test split) and PNG plots.
+
+    Binary classification: every validation pass chooses the class-1 probability threshold on the validation
+    split (``train.operating_point``) and reports the metrics at it (``classification/*_at_threshold``) beside
+    the argmax ones; the checkpoints store it and the test split is scored at the threshold stored in
+    ``best.pt``, never at one chosen on the test split.
 
     Raises
     ------
@@ -174,11 +194,17 @@ def fit(
         last = epoch == cfg.train.epochs or result.budget_reached
         metrics: dict[str, Any] = {}
         if val_loader is not None and (epoch % cfg.train.eval_every == 0 or last):
-            metrics = evaluate(model, val_loader, num_classes, loss_fn=loss_fn, progress=cfg.train.progress)
+            metrics = evaluate(
+                model, val_loader, num_classes, loss_fn=loss_fn, progress=cfg.train.progress,
+                choose_threshold=cfg.train.operating_point,
+            )
             row.update({f"val/{k}": v for k, v in metrics.items()})
         history.append(row)
         history.write(out / "history.json", out / "history.csv")
-        common = {"config": cfg, "model": model, "loss_fn": loss_fn, "epoch": epoch}
+        common = {
+            "config": cfg, "model": model, "loss_fn": loss_fn, "epoch": epoch,
+            "operating_point": chosen_operating_point(metrics, cfg),  # None without validation this epoch
+        }
         save_checkpoint(out / "last.pt", **common, metrics=metrics, optimizer=optimizer, scheduler=scheduler)
         score = metrics.get(cfg.train.monitor) if metrics else None
         if score is not None and (best_score is None or score > best_score):
@@ -201,9 +227,12 @@ def fit(
         save_checkpoint(out / "best.pt", config=cfg, model=model, loss_fn=loss_fn, epoch=epoch, metrics={})
     test_metrics: dict[str, Any] = {}
     if test_set is not None and len(test_set):
-        best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(best["model"])
-        test_metrics = evaluate(model, make_loader(test_set, cfg, train=False), num_classes, loss_fn=loss_fn)
+        best = load_checkpoint(out / "best.pt")
+        model.load_state_dict(best.model_state)
+        test_metrics = evaluate(
+            model, make_loader(test_set, cfg, train=False), num_classes, loss_fn=loss_fn,
+            threshold=best.classification_threshold(),  # chosen on validation (or the fixed one)
+        )
         atomic_write_json(out / "metrics_test.json", test_metrics)
     atomic_write_json(out / "metrics_val.json", best_metrics)
     plots = plot_history(history, out)

@@ -9,14 +9,18 @@ from mtmedformer.metrics.detection import (
     rsna_score,
 )
 from mtmedformer.metrics.evaluator import MultiTaskEvaluator
+from mtmedformer.metrics.operating_point import OPERATING_RULES, OperatingPoint, choose_operating_point
 from mtmedformer.metrics.segmentation import SEGMENTATION_KEYS, segmentation_scores, summarize_segmentation
 
 __all__ = [
     "CLASSIFICATION_KEYS",
+    "OPERATING_RULES",
     "RSNA_THRESHOLDS",
     "SEGMENTATION_KEYS",
     "MultiTaskEvaluator",
+    "OperatingPoint",
     "average_precision",
+    "choose_operating_point",
     "classification_metrics",
     "detection_metrics",
     "roc_auc",

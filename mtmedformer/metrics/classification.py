@@ -2,7 +2,9 @@
 
 Conventions
 -----------
-- Predicted class = ``argmax`` of the probabilities (ties go to the lower index).
+- Predicted class = ``argmax`` of the probabilities (ties go to the lower index); for binary classification
+  with a given ``threshold``, class 1 when its probability is ``>= threshold`` (an operating point chosen on
+  validation data, :mod:`mtmedformer.metrics.operating_point`).
 - Binary (``C = 2``): the positive class is index 1 (e.g. malignant, pneumonia). Sensitivity =
   ``TP / (TP + FN)``, specificity = ``TN / (TN + FP)``, F1 = ``2 TP / (2 TP + FP + FN)``, AUC of the class-1
   probability (MONAI ``compute_roc_auc``; ties count one half, as in the Mann-Whitney U statistic).
@@ -70,8 +72,7 @@ def _check(probs: np.ndarray, labels: np.ndarray) -> None:
         raise ValueError(f"labels must lie in [0, {probs.shape[1]}), got {sorted(set(labels.tolist()))}")
 
 
-def _binary(probs: np.ndarray, labels: np.ndarray, notes: list[str]) -> dict[str, float | None]:
-    pred = probs.argmax(1)
+def _binary(probs: np.ndarray, labels: np.ndarray, pred: np.ndarray, notes: list[str]) -> dict[str, float | None]:
     tp = int(((pred == 1) & (labels == 1)).sum())
     tn = int(((pred == 0) & (labels == 0)).sum())
     fp = int(((pred == 1) & (labels == 0)).sum())
@@ -101,8 +102,9 @@ def _macro(values: list[float | None], name: str, notes: list[str]) -> float | N
     return float(np.mean(defined)) if defined else None
 
 
-def _multiclass(probs: np.ndarray, labels: np.ndarray, notes: list[str]) -> dict[str, float | None]:
-    pred = probs.argmax(1)
+def _multiclass(
+    probs: np.ndarray, labels: np.ndarray, pred: np.ndarray, notes: list[str]
+) -> dict[str, float | None]:
     auc, sens, spec, f1 = [], [], [], []
     for c in range(probs.shape[1]):
         pos, hit = labels == c, pred == c
@@ -121,7 +123,7 @@ def _multiclass(probs: np.ndarray, labels: np.ndarray, notes: list[str]) -> dict
 
 
 def classification_metrics(
-    probs: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor
+    probs: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, threshold: float | None = None
 ) -> tuple[dict[str, float | int | None], list[str]]:
     """Compute all classification metrics (see the module docstring for definitions and edge cases).
 
@@ -131,6 +133,9 @@ def classification_metrics(
         ``(N, C)`` class probabilities (rows sum to 1; only their order and argmax matter), ``C >= 2``.
     labels
         ``(N,)`` int class indices in ``[0, C)``.
+    threshold
+        Binary only: predict class 1 when its probability is ``>= threshold`` instead of the argmax. The AUC
+        does not depend on it.
 
     Returns
     -------
@@ -141,15 +146,18 @@ def classification_metrics(
     Raises
     ------
     ValueError
-        On bad shapes or labels outside ``[0, C)``.
+        On bad shapes, labels outside ``[0, C)``, or a ``threshold`` with ``C > 2`` or outside ``[0, 1]``.
     """
     p = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64)
     y = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.int64)
     _check(p, y)
+    if threshold is not None and (p.shape[1] != 2 or not 0.0 <= threshold <= 1.0):
+        raise ValueError(f"a threshold in [0, 1] applies to 2 classes only, got {threshold} with {p.shape[1]}")
     notes: list[str] = []
     if y.size == 0:
         notes.append("classification: no labelled sample was evaluated; all metrics are undefined")
         return {"n": 0, **dict.fromkeys(CLASSIFICATION_KEYS)}, notes
-    values = _binary(p, y, notes) if p.shape[1] == 2 else _multiclass(p, y, notes)
-    accuracy = float((p.argmax(1) == y).mean())
+    pred = p.argmax(1) if threshold is None else (p[:, 1] >= threshold).astype(np.int64)
+    values = _binary(p, y, pred, notes) if p.shape[1] == 2 else _multiclass(p, y, pred, notes)
+    accuracy = float((pred == y).mean())
     return {"n": int(y.size), "accuracy": accuracy, **values}, notes

@@ -19,6 +19,8 @@ from mtmedformer.metrics.classification import classification_metrics
 from mtmedformer.metrics.detection import detection_metrics
 from mtmedformer.metrics.segmentation import segmentation_scores, summarize_segmentation
 
+THRESHOLD_KEYS = ("accuracy", "sensitivity", "specificity", "f1")  # reported again at an operating point
+
 
 class MultiTaskEvaluator:
     """Collect predictions batch by batch, then compute metrics per task.
@@ -26,7 +28,8 @@ class MultiTaskEvaluator:
     Keys of :meth:`compute` (per enabled task; ``None`` = undefined, see :attr:`notes`):
 
     - ``classification/{n, auc, accuracy, sensitivity, specificity, f1}``
-      (:mod:`mtmedformer.metrics.classification`; probabilities = softmax of the logits);
+      (:mod:`mtmedformer.metrics.classification`; probabilities = softmax of the logits; predicted class =
+      argmax, and for binary classification also at a chosen threshold: :meth:`classification_at`);
     - ``segmentation/{n, n_lesion, dice, iou, hd95, dice_lesion, iou_lesion, hd95_lesion}``
       (:mod:`mtmedformer.metrics.segmentation`; mask = ``sigmoid(logits) >= seg_threshold``; HD95 in pixels);
     - ``detection/{n, n_boxes, map50, map_rsna, n_rsna}`` (:mod:`mtmedformer.metrics.detection`).
@@ -127,9 +130,7 @@ class MultiTaskEvaluator:
         self.notes = []
         out: dict[str, float | int | None] = {}
         if "classification" in self.tasks:
-            probs = np.concatenate(self._probs) if self._probs else np.zeros((0, self.num_classes))
-            labels = np.concatenate(self._labels) if self._labels else np.zeros(0, dtype=np.int64)
-            values, notes = classification_metrics(probs, labels)
+            values, notes = classification_metrics(*self.classification_arrays())
             self._add(out, "classification", values, notes)
         if "segmentation" in self.tasks:
             keys = ("dice", "iou", "hd95", "has_lesion")
@@ -146,6 +147,33 @@ class MultiTaskEvaluator:
             if values["n"] == 0:
                 notes = ["detection: no sample with box annotations was evaluated; all metrics are undefined"]
             self._add(out, "detection", values, notes)
+        return out
+
+    def classification_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The labelled samples added so far: probabilities ``(N, C)`` (softmax of the logits) and labels ``(N,)``."""
+        probs = np.concatenate(self._probs) if self._probs else np.zeros((0, self.num_classes))
+        labels = np.concatenate(self._labels) if self._labels else np.zeros(0, dtype=np.int64)
+        return probs, labels
+
+    def classification_at(self, threshold: float) -> dict[str, float | None]:
+        """Binary classification metrics at a class-1 probability ``threshold`` (an operating point).
+
+        Returns ``classification/threshold`` and ``classification/{accuracy, sensitivity, specificity,
+        f1}_at_threshold`` (``None`` where undefined); the unsuffixed keys of :meth:`compute` stay the argmax
+        (0.5) values. Call after :meth:`compute`: the notes of undefined values are added to :attr:`notes`.
+
+        Raises
+        ------
+        ValueError
+            If classification is not enabled, ``num_classes != 2`` or ``threshold`` is outside ``[0, 1]``.
+        """
+        if "classification" not in self.tasks or self.num_classes != 2:
+            raise ValueError(f"a threshold needs binary classification, got tasks {list(self.tasks)} "
+                             f"and {self.num_classes} classes")
+        values, notes = classification_metrics(*self.classification_arrays(), threshold=threshold)
+        out: dict[str, float | None] = {"classification/threshold": float(threshold)}
+        out.update({f"classification/{k}_at_threshold": values[k] for k in THRESHOLD_KEYS})
+        self.notes.extend(f"{note} (at threshold {threshold:.4g})" for note in notes if "/auc" not in note)
         return out
 
     def _add(self, out: dict[str, Any], task: str, values: Mapping[str, Any], notes: list[str]) -> None:

@@ -147,3 +147,28 @@ def test_bad_updates_raise():
         evaluator.update({**outputs, "classification": torch.zeros(2, 3)}, batch, detections)
     with pytest.raises(ValueError, match="'segmentation'"):
         evaluator.update({"classification": outputs["classification"]}, batch, detections)
+
+
+def test_classification_at_a_threshold_keeps_the_argmax_values_beside_it():
+    # Prepare: labelled s0 (1, p=0.9), s2 (0, p=0.3), s3 (1, p=0.4); at 0.35 predictions 1, 0, 1
+    evaluator = MultiTaskEvaluator(("classification",), num_classes=2)
+    for outputs, batch, _ in _two_batches():
+        evaluator.update({"classification": outputs["classification"]}, batch)
+    # Execute
+    argmax = evaluator.compute()
+    at = evaluator.classification_at(0.35)
+    # Assert
+    assert argmax["classification/sensitivity"] == pytest.approx(1 / 2)
+    assert at == {
+        "classification/threshold": 0.35,
+        "classification/accuracy_at_threshold": 1.0,
+        "classification/sensitivity_at_threshold": 1.0,
+        "classification/specificity_at_threshold": 1.0,
+        "classification/f1_at_threshold": 1.0,
+    }
+
+
+@pytest.mark.parametrize(("tasks", "num_classes"), [(("classification",), 3), (("segmentation",), 2)])
+def test_classification_at_a_threshold_needs_a_binary_classifier(tasks, num_classes):
+    with pytest.raises(ValueError, match="a threshold needs binary classification"):
+        MultiTaskEvaluator(tasks, num_classes=num_classes).classification_at(0.5)
