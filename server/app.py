@@ -28,6 +28,7 @@ from mtmedformer.engine.setup import build_model_and_loss
 from mtmedformer.engine.trainer import make_loader
 from mtmedformer.errors import ConfigError
 from mtmedformer.logs import setup_logging
+from mtmedformer.models.pretrained import load_pretrained_encoder
 from server.privacy import privacy_summary
 from server.report import write_report
 from server.results import write_results
@@ -42,9 +43,15 @@ app = ServerApp()
 
 
 def initial_state(cfg: ExperimentConfig) -> ServerState:
-    """Round-0 state: the seeded initial global model."""
+    """Round-0 state: the seeded initial global model, its encoder loaded from ``model.pretrained`` if set.
+
+    Only the server reads the pretrained file: the sites receive its weights with the first round's message,
+    so a site needs neither the file nor a path to it.
+    """
     seed_everything(cfg.train.seed)
     model = build_model_and_loss(cfg).model
+    if cfg.model.pretrained:
+        load_pretrained_encoder(model.encoder, cfg.model.pretrained)
     return ServerState(round=0, global_state={k: v.clone() for k, v in model.state_dict().items()},
                        config=to_dict(cfg))
 
