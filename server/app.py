@@ -56,11 +56,14 @@ def initial_state(cfg: ExperimentConfig) -> ServerState:
                        config=to_dict(cfg))
 
 
-def pooled_test_evaluator(cfg: ExperimentConfig) -> Callable[[int, dict[str, torch.Tensor]], dict[str, Any]]:
+def pooled_test_evaluator(
+    cfg: ExperimentConfig,
+) -> Callable[[int, dict[str, torch.Tensor], float | None], dict[str, Any]]:
     """Server-side evaluation of the global model on the pooled test split of ``cfg.data``.
 
     Only meaningful where the server can read the data (simulation, or a public benchmark set); with
-    ``federated.server_evaluation: false`` (the default) the server never touches images.
+    ``federated.server_evaluation: false`` (the default) the server never touches images. A binary classifier
+    is also scored at the given threshold (the one the sites chose on validation), as the sites' test splits are.
     """
     test_set = make_datasets(cfg.data, load_records(cfg.data), seed=cfg.train.seed).get("test")
     if test_set is None:
@@ -68,9 +71,9 @@ def pooled_test_evaluator(cfg: ExperimentConfig) -> Callable[[int, dict[str, tor
     objects = build_model_and_loss(cfg)
     loader = make_loader(test_set, cfg, train=False)
 
-    def evaluate_global(server_round: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def evaluate_global(server_round: int, state: dict[str, torch.Tensor], threshold: float | None) -> dict[str, Any]:
         objects.model.load_state_dict(state)
-        metrics = evaluate(objects.model, loader, len(cfg.data.classes))
+        metrics = evaluate(objects.model, loader, len(cfg.data.classes), threshold=threshold)
         return {k: (float("nan") if v is None else v) for k, v in metrics.items()}
 
     return evaluate_global

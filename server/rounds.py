@@ -92,7 +92,9 @@ class RoundLoop:
     state
         Where to start (a fresh state at round 0, or one loaded to resume).
     server_evaluate
-        Optional ``(round, state_dict) -> metrics`` evaluation of the global model at the server.
+        Optional ``(round, state_dict, threshold) -> metrics`` evaluation of the global model at the server;
+        ``threshold`` is the classification threshold aggregated from that round's validation, or None where it
+        is not known yet (fused evaluation before the last round: the model's validation comes a round later).
     stop_after
         Stop after this round even if more are configured (used by tests to simulate a killed server).
     """
@@ -104,7 +106,7 @@ class RoundLoop:
         cfg: ExperimentConfig,
         run_dir: Path,
         state: ServerState,
-        server_evaluate: Callable[[int, dict[str, torch.Tensor]], dict[str, Any]] | None = None,
+        server_evaluate: Callable[[int, dict[str, torch.Tensor], float | None], dict[str, Any]] | None = None,
         stop_after: int | None = None,
     ) -> None:
         self.grid, self.strategy, self.cfg, self.run_dir, self.state = grid, strategy, cfg, run_dir, state
@@ -351,8 +353,9 @@ class RoundLoop:
                 evaluated.append(validation)
             if not fused or rnd == total:
                 evaluated.append(Validation(rnd, self.evaluate_split(rnd, "val")))
-            if self.server_evaluate is not None:
-                server_metrics = self.server_evaluate(rnd, self.state.global_state)
+            if self.server_evaluate is not None:  # at round rnd's validation threshold once that is known
+                threshold = validation_threshold(self.state.history, rnd)
+                server_metrics = self.server_evaluate(rnd, self.state.global_state, threshold)
                 self._record(rnd, "server", AGGREGATE, server_metrics)
             n_ok = len(trained.accepted)
             costs = self._round_costs(rnd, time.monotonic() - t0, n_ok, prior_seconds)

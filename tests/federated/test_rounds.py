@@ -207,6 +207,9 @@ def test_server_side_evaluation_on_the_pooled_test_split(tmp_path, experiment_fi
     rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     assert rounds[0]["server/num_examples"] > 0
     assert "server/segmentation/dice" in rounds[0]
+    # the pooled test split is scored at the threshold the sites chose on validation, as their own tests are
+    assert rounds[0]["server/classification/threshold"] == pytest.approx(rounds[0]["val/classification/threshold"])
+    assert "server/classification/sensitivity_at_threshold" in rounds[0]
 
 
 def test_matching_strategy_runs_in_the_round_loop_and_records_diagnostics(tmp_path, experiment_file):
