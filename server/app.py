@@ -29,6 +29,7 @@ from mtmedformer.engine.trainer import make_loader
 from mtmedformer.errors import ConfigError
 from mtmedformer.logs import setup_logging
 from mtmedformer.models.pretrained import load_pretrained_encoder
+from server import cross_site
 from server.privacy import privacy_summary
 from server.report import write_report
 from server.results import write_results
@@ -147,6 +148,10 @@ def _run_locked(
         if not any(r["phase"] == "test" for r in state.history):
             loop.evaluate_split(state.round, "test")  # final global model on every site's test split
             write_results(run_dir, state.history)
+            state.save(run_dir / "server_state.pt")
+        if cfg.federated.cross_site_evaluation and not cross_site.is_done(run_dir):
+            cross_site.run_cross_site(run_dir, state.global_state, loop.evaluate_everywhere, cfg.model.tasks)
+            write_results(run_dir, state.history)  # its failed replies, if any
             state.save(run_dir / "server_state.pt")
         report = write_report(run_dir, state.history, summary)
         log.info("finished: report %s", report)

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 
 from mtmedformer import TASKS
 from mtmedformer.atomic import atomic_write_text, atomic_write_with
+from server.cross_site import GLOBAL, read_cross_site, score_matrix
 from server.results import AGGREGATE, round_rows
 
 # The metrics plotted and tabulated per task (the evaluator computes more; all are in the CSV files).
@@ -54,6 +55,24 @@ def _plot_task(history: list[dict[str, Any]], task: str, phase: str, path: Path)
     return True
 
 
+def _cross_site_section(run_dir: Path) -> list[str]:
+    """The cross-site matrix (``mean_score``) and its heat-map, when the run has one (:mod:`server.cross_site`)."""
+    rows = read_cross_site(run_dir)
+    if not rows:
+        return []
+    models, sites, matrix = score_matrix(rows)
+    lines = ["", "## Cross-site evaluation (mean score on each site's test split)", "",
+             "Rows: the final global model and each site's last local model; `aggregate`: over all sites. "
+             "Every metric: `cross_site.csv`.", "",
+             "| model | " + " | ".join(sites) + " |", "|---" * (len(sites) + 1) + "|"]
+    for name, values in zip(models, matrix, strict=True):
+        label = name if name == GLOBAL else f"local {name}"
+        lines.append(f"| {label} | " + " | ".join(_fmt(float(v)) for v in values) + " |")
+    if (run_dir / "plots" / "cross_site.png").is_file():
+        lines += ["", "![cross_site](plots/cross_site.png)"]
+    return lines
+
+
 def write_report(run_dir: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> Path:
     """Write ``report.md`` and ``plots/*.png`` into ``run_dir``; return the report's path.
 
@@ -87,6 +106,7 @@ def write_report(run_dir: Path, history: list[dict[str, Any]], summary: dict[str
                   "| site | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         lines += [f"| {r['site']} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |"
                   for r in sorted(final_rows, key=lambda r: (r["site"] == AGGREGATE, r["site"]))]
+    lines += _cross_site_section(run_dir)
     failures = [r for r in history if r["phase"] == "failure"]
     lines += ["", f"## Failures ({len(failures)})", ""]
     lines += [f"- round {r['round']}, site {r['site']}, {r.get('failed_phase')}: {r['reason']}" for r in failures] or [

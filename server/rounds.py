@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from mtmedformer.config import ExperimentConfig, to_dict
 from mtmedformer.engine.checkpoint import save_checkpoint
 from mtmedformer.engine.loop import primary_score
+from server.cross_site import save_local_models
 from server.exchange import send_and_receive
 from server.operating_point import federated_operating_point, validation_threshold
 from server.privacy import round_privacy
@@ -179,6 +180,8 @@ class RoundLoop:
             sent, replies, self.state.node_sites, reference, prior_eval=prior, expect=self._expectations("train", prior)
         )
         self._record_sites(rnd, "train", screened.failures, [(r.site, dict(r.metrics)) for r in screened.accepted])
+        if rnd == self.cfg.federated.rounds and self.cfg.federated.cross_site_evaluation:
+            save_local_models(self.run_dir, self.cfg, rnd, screened.accepted)  # before aggregation touches them
         if not self._enough(rnd, len(screened.accepted), len(sent)):
             return {}, screened
         try:
@@ -257,6 +260,28 @@ class RoundLoop:
         screened = screen_replies(sent, replies, self.state.node_sites, None, expect=self._expectations(phase))
         rows = [(r.site, dict(r.metrics)) for r in screened.accepted]
         return self._record_evaluation(rnd, phase, screened.failures, rows)
+
+    def evaluate_everywhere(
+        self, state: Mapping[str, torch.Tensor], split: str = "test"
+    ) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
+        """Evaluate the model ``state`` on ``split`` of every connected site (not a sample); screened replies.
+
+        For cross-site evaluation (:mod:`server.cross_site`), after the last round: the model need not be the
+        global one. Scored at the last round's validation threshold, as the final test evaluation is; failures
+        are logged and recorded in the history (``failed_phase`` ``cross_site``), never raised.
+        """
+        rnd = self.state.round
+        extra: dict[str, Any] = {keys.EVALUATE_SPLIT: split}
+        threshold = validation_threshold(self.state.history, rnd)
+        if threshold is not None:
+            extra[keys.CLASSIFICATION_THRESHOLD] = threshold
+        content = RecordDict({keys.ARRAYS: ArrayRecord(dict(state)), keys.CONFIG: self._config(rnd, **extra)})
+        sent = [Message(content=content, message_type=MessageType.EVALUATE, dst_node_id=node)
+                for node in sorted(self.grid.get_node_ids())]
+        replies = self._exchange(sent)
+        screened = screen_replies(sent, replies, self.state.node_sites, None, expect=self._expectations(split))
+        self._record_sites(rnd, "cross_site", screened.failures, [])
+        return [(r.site, dict(r.metrics)) for r in screened.accepted], screened.failures
 
     def _prior_evaluation(self, rnd: int, trained: Screened) -> tuple[Validation, dict[str, float]]:
         """Record the evaluation of round ``rnd``'s global that the sites ran before training round ``rnd + 1``.

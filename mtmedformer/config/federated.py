@@ -207,6 +207,9 @@ class FederatedConfig:
     client_threads: int = 1  # torch intra-op threads per client process (1 per simulated client)
     keep_optimizer_state: bool = False  # keep each site's optimizer state across rounds (in node state)
     server_evaluation: bool = False  # also evaluate the global model on the pooled test split at the server
+    # After the last round, score the global model and every site's last local model on every site's test split
+    # (cross_site.csv, a heat-map in the report). Opt-in: each site's weights are sent to the other sites.
+    cross_site_evaluation: bool = False
     # Sites evaluate the received global before training on it: one message exchange per round instead of two
     # (round r's validation metrics arrive with round r + 1's updates; the last round evaluates separately).
     fused_evaluation: bool = False
@@ -253,6 +256,12 @@ class FederatedConfig:
                 "privacy.secure_aggregation",
                 "cannot be combined with fused_evaluation (the SecAgg+ exchange carries no evaluation); set "
                 "fused_evaluation: false",
+            )
+        if self.cross_site_evaluation:
+            raise FieldError(
+                "privacy.secure_aggregation",
+                "cannot be combined with cross_site_evaluation (the server never sees one site's model to send "
+                "to the others); set cross_site_evaluation: false",
             )
 
     def strategy_settings(self) -> dict[str, Any]:
