@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Message
+from flwr.common.constant import SUPERLINK_NODE_ID
 
 from mtmedformer.config.federated import ScreeningConfig
 from strategies import keys
@@ -48,6 +49,9 @@ from strategies.validation import (
 log = logging.getLogger(__name__)
 
 NO_REPLY = "no reply within the round timeout (site offline, dropped out, or too slow)"
+# Flower's SuperLink answers a message whose node went offline with an error reply of its own, sent from this
+# node id; it is that site's failure, not a reply from a stranger.
+SUPERLINK_NODE = SUPERLINK_NODE_ID
 NO_PRIOR_EVAL = "the training reply carries no evaluation of the received model (client app older than the server)"
 _MAX_REASON = 4000  # characters of a reason kept (a peer's error text is its own; its head and tail are kept)
 _MAX_NAME = 100  # characters of a site name
@@ -274,6 +278,25 @@ def _bound_influence(out: Screened, reference: Mapping[str, np.ndarray], limits:
     out.accepted = kept
 
 
+def _superlink_errors(sent: list[Message], replies: list[Message]) -> tuple[list[Message], dict[int, str]]:
+    """Split off the SuperLink's own error replies to this exchange's messages: node -> reason; the other replies.
+
+    A reply from :data:`SUPERLINK_NODE` that carries an error and answers one of ``sent`` stands for that
+    message's destination (the site went offline while its message waited); anything else from that id is
+    screened like every reply, and refused as coming from a node this exchange did not ask.
+    """
+    destination = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in sent}
+    kept: list[Message] = []
+    unavailable: dict[int, str] = {}
+    for reply in replies:
+        node = destination.get(reply.metadata.reply_to_message_id)
+        if int(reply.metadata.src_node_id) == SUPERLINK_NODE and reply.has_error() and node is not None:
+            unavailable.setdefault(node, f"the SuperLink reports the site unreachable: {reply.error.reason}")
+        else:
+            kept.append(reply)
+    return kept, unavailable
+
+
 def screen_replies(
     sent: list[Message],
     replies: Iterable[Message],
@@ -309,11 +332,14 @@ def screen_replies(
     expect = expect or Expectations()
     out = Screened()
     replies = list(replies)
+    replies, unavailable = _superlink_errors(sent, replies)
     identities = _Identities(sent, replies, node_sites)
     replied = {int(r.metadata.src_node_id) for r in replies}
     for msg in sent:
         node = int(msg.metadata.dst_node_id)
-        if node not in replied:
+        if node in unavailable:
+            out.failures.append(_failure(identities.known(node), node, unavailable[node]))
+        elif node not in replied:
             out.failures.append(_failure(identities.known(node), node, NO_REPLY))
     for reply in replies:
         site, node, screened = _screen_one(reply, identities, reference, expect)

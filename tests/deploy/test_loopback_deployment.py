@@ -83,9 +83,11 @@ def test_registered_supernodes_complete_a_run(
     # Prepare
     results = tmp_path / "results"
     deployment = two_sites
+    federated = {**LOOPBACK_EXPERIMENT["federated"], "cross_site_evaluation": True}
+    experiment = {**LOOPBACK_EXPERIMENT, "federated": federated}
 
     # Execute
-    info = deployment.run(timeout=420, run_config=_run_config(tmp_path, LOOPBACK_EXPERIMENT, "loopback"))
+    info = deployment.run(timeout=420, run_config=_run_config(tmp_path, experiment, "loopback"))
 
     # Assert
     assert info.completed, f"run {info.run_id} ended {info.status}\n{info.server_log}\n{deployment.logs()}"
@@ -101,6 +103,11 @@ def test_registered_supernodes_complete_a_run(
     # Each SuperNode trained on the train split of the manifest named in its own --node-config.
     assert trained == {site: _train_rows(manifest) for site, manifest in site_manifests.items()}
     assert rounds[0]["train/num-examples"] == sum(trained.values())
+    # Cross-site evaluation: the global and both sites' local models, each scored on both sites' test splits.
+    with (run_dir / "cross_site.csv").open(newline="", encoding="utf-8") as handle:
+        pairs = {(row["model"], row["site"]) for row in csv.DictReader(handle)}
+    sites = sorted(site_manifests)
+    assert pairs == {(model, site) for model in ["global", *sites] for site in [*sites, "aggregate"]}
     # ----------------------------------------------------------------------------------------------------------
 
 

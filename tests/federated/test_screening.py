@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 
 from server.screening import NO_PRIOR_EVAL, NO_REPLY, screen_replies
@@ -102,3 +103,20 @@ def test_a_missing_or_bad_fused_evaluation_rejects_the_evaluation_but_keeps_the_
     assert [(f["site"], f["reason"][:20]) for f in screened.prior_failures] == [
         ("site-b", NO_PRIOR_EVAL[:20]), ("site-c", "'num-examples' must ")
     ]
+
+
+def test_the_superlinks_error_reply_for_an_offline_site_is_that_sites_failure():
+    # Prepare: the SuperLink answers the message of node 3 (site-c went offline) from its own node id
+    sent = [_sent(2), _sent(3)]
+    unavailable = Message(Error(code=0, reason="node unavailable"), reply_to=sent[1])
+    unavailable.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    stranger = Message(Error(code=0, reason="not an answer"), reply_to=_sent(9))
+    stranger.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    # Execute
+    screened = screen_replies(sent, [_reply(sent[0], "site-b"), unavailable, stranger], {3: "site-c"}, REFERENCE)
+    # Assert: one failure for site-c (not a second one for "node-1"); an error that answers nothing sent is refused
+    assert [r.site for r in screened.accepted] == ["site-b"]
+    reasons = {(f["site"], f["node_id"]): f["reason"] for f in screened.failures}
+    assert reasons[("site-c", 3)] == "the SuperLink reports the site unreachable: node unavailable"
+    assert "did not ask" in reasons[(f"node-{SUPERLINK_NODE_ID}", SUPERLINK_NODE_ID)]
+    assert len(screened.failures) == 2
