@@ -51,7 +51,8 @@ def train(msg: Message, context: Context) -> Message:
     session = open_session(msg, context)
     config = msg.content[keys.CONFIG]
     cfg = session.cfg
-    model, loss_fn = session.model_and_loss(msg.content[keys.ARRAYS])
+    saved = session.saved_state(before_round=session.server_round)  # what the site kept after its last round
+    model, loss_fn = session.model_and_loss(msg.content[keys.ARRAYS], saved)
     prior = None
     if keys.PRIOR_EVAL_SPLIT in config:  # fused evaluation: score the received global before changing it
         prior = _evaluation_metrics(session, model, loss_fn, str(config[keys.PRIOR_EVAL_SPLIT]))
@@ -64,7 +65,7 @@ def train(msg: Message, context: Context) -> Message:
         max_steps=cfg.federated.local_steps,
         seed=session.round_seed(),
         proximal_mu=float(config.get(keys.PROXIMAL_MU, 0.0)),
-        optimizer_state=session.load_optimizer_state(),
+        optimizer_state=saved.optimizer if cfg.federated.keep_optimizer_state else None,
     )
     session.save_local_state(loss_fn, result.optimizer_state)
     metrics: dict[str, float] = {
@@ -103,7 +104,9 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     config = msg.content[keys.CONFIG]
     split = str(config.get(keys.EVALUATE_SPLIT, "val"))
     threshold = config.get(keys.CLASSIFICATION_THRESHOLD)
-    model, loss_fn = session.model_and_loss(msg.content[keys.ARRAYS])
+    # The evaluated global follows round server_round's training: the site's state after that round.
+    saved = session.saved_state(before_round=session.server_round + 1)
+    model, loss_fn = session.model_and_loss(msg.content[keys.ARRAYS], saved)
     metrics = _evaluation_metrics(session, model, loss_fn, split, None if threshold is None else float(threshold))
     return _reply(msg, session, metrics, None)
 

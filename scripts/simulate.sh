@@ -16,6 +16,7 @@ export FLWR_HOME="${FLWR_HOME:-$PWD/.flwr}"
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_TELEMETRY_ENABLED=0
 run_name="$(date +%Y%m%d-%H%M%S)"
 out="${MTMEDFORMER_RUNS:-$PWD/runs/federated}"  # results root (tests point it elsewhere)
+site_state="${MTMEDFORMER_SITE_STATE:-$(dirname "$out")/site-state}"  # the simulated sites' own state
 database="$FLWR_HOME/local-superlink/state.db"
 
 stop_local_superlink() {
@@ -39,7 +40,7 @@ fi
 
 "$bin/flwr" run . --stream \
   --federation-config "num-supernodes=$supernodes client-resources-num-cpus=1" \
-  --run-config "experiment='$experiment' output-dir='$out' run-name='$run_name'" "$@"
+  --run-config "experiment='$experiment' output-dir='$out' run-name='$run_name' site-state-dir='$site_state'" "$@"
 
 if [ -f "$out/$run_name/report.md" ]; then
   echo

@@ -123,6 +123,7 @@ class RoundLoop:
                 "experiment": self.experiment_yaml,
                 keys.LOCAL_EPOCHS: self.cfg.federated.local_epochs,
                 keys.SERVER_ROUND: server_round,
+                keys.RUN_NAME: self.run_dir.name,  # sites key their state files by it (client/site_state.py)
                 **extra,
             }
         )

@@ -16,6 +16,7 @@ PRIOR_EVAL = "prior-eval"  # ConfigRecord: client -> server, evaluation of the r
 
 NUM_EXAMPLES = "num-examples"  # images the client trained (or evaluated) on: FedAvg's weight
 SERVER_ROUND = "server-round"
+RUN_NAME = "run-name"  # server -> client: the experiment run's name (its results folder; kept by resumes)
 LOCAL_EPOCHS = "local-epochs"
 LOCAL_STEPS = "local-steps"
 PROXIMAL_MU = "proximal-mu"  # set by Flower's FedProx

@@ -22,6 +22,7 @@ CONTAINER_SERVER_CERT = "/certs/server.pem"
 CONTAINER_SERVER_KEY = "/certs/server.key"
 CONTAINER_SUPERNODE_KEY = "/keys/supernode.key"
 CONTAINER_STATE_DB = "/var/lib/flwr/state/state.db"
+CONTAINER_SITE_STATE_DIR = "/var/lib/flwr/state"  # site image: the ClientApp's state files (a named volume)
 CONTAINER_RESULTS_DIR = "/results"
 
 ConfigValue = str | int | float | bool
@@ -76,9 +77,16 @@ def format_config(values: Mapping[str, ConfigValue]) -> str:
     return " ".join(parts)
 
 
-def node_config(manifest: str, site_name: str) -> dict[str, ConfigValue]:
-    """The SuperNode's ``--node-config`` keys read by the ClientApp (``client/site.py``)."""
-    return {"data-manifest": manifest, "site-name": site_name}
+def node_config(manifest: str, site_name: str, state_dir: str | None = None) -> dict[str, ConfigValue]:
+    """The SuperNode's ``--node-config`` keys read by the ClientApp (``client/site.py``).
+
+    ``state_dir``: a writable folder where the site keeps its learned task weights across Flower runs (a
+    resumed server, a restarted SuperNode: ``client/site_state.py``).
+    """
+    config: dict[str, ConfigValue] = {"data-manifest": manifest, "site-name": site_name}
+    if state_dir is not None:
+        config["state-dir"] = state_dir
+    return config
 
 
 def superlink_command(
@@ -177,7 +185,7 @@ def container_supernode_command(*, superlink: str, site_name: str, tls: bool) ->
     """The SuperNode command of the compose files (container paths)."""
     return supernode_command(
         superlink=superlink,
-        node_config=node_config(CONTAINER_MANIFEST, site_name),
+        node_config=node_config(CONTAINER_MANIFEST, site_name, CONTAINER_SITE_STATE_DIR),
         root_certificates=CONTAINER_CA_CERT if tls else None,
         private_key=CONTAINER_SUPERNODE_KEY if tls else None,
     )

@@ -422,7 +422,7 @@ class Deployment:
         site_dir = self.root / "sites" / site
         argv = commands.supernode_command(
             superlink=self.address,
-            node_config=commands.node_config(str(manifest), site) | dict(node_config or {}),
+            node_config=commands.node_config(str(manifest), site, str(site_dir / "state")) | dict(node_config or {}),
             root_certificates=self.tls.ca_cert,
             private_key=None if private_key is None else str(private_key),
             runtime_port=free_port(),

@@ -45,6 +45,7 @@ def test_simulation_with_a_failing_client_completes_and_cleans_up(tmp_path, synt
         **TINY_EXPERIMENT["data"]["synthetic"], "cache_dir": str(synthetic_cache)}}}
     experiment["federated"] = {**TINY_EXPERIMENT["federated"], "min_available_nodes": 3, "min_train_nodes": 2,
                                "min_evaluate_nodes": 2}
+    experiment["loss"] = {"weighting": "uncertainty"}  # learned task weights: kept in the sites' state files
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(experiment))
     runs = tmp_path / "runs"
@@ -67,6 +68,8 @@ def test_simulation_with_a_failing_client_completes_and_cleans_up(tmp_path, synt
     failures = [json.loads(line) for line in (run_dir / "failures.jsonl").read_text().splitlines()]
     assert any("InjectedFault" in f["reason"] and f["round"] == 1 for f in failures)
     assert (run_dir / "report.md").is_file()
+    site_state = tmp_path / "site-state" / run_dir.name  # simulate.sh: next to the results root
+    assert sorted((d / "round_0002.pt").is_file() for d in site_state.iterdir()) == [True] * 3
     database = tmp_path / "flwr-home" / "local-superlink" / "state.db"
     left = subprocess.run(["pgrep", "-f", f"flower-superlink.*--database {database}"], capture_output=True)
     assert left.returncode == 1, "the local SuperLink was left running"
