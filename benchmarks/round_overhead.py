@@ -21,7 +21,7 @@ Usage (from the repository root)::
 
     python -m benchmarks.round_overhead [--rounds 4] [--deployment] [--images-per-site 120]
         [--local-epochs 1] [--skip-simulation] [--trace] [--fused-evaluation] [--plain-arrays]
-        [--warm-baseline] [--task-poll 0.1] [--json out.json]
+        [--warm-baseline] [--poll-baseline] [--task-poll 0.1] [--json out.json]
 
 Targets (issue): <= 1.15x in simulation, <= 1.5x in the loopback deployment.
 """
@@ -167,6 +167,9 @@ def main() -> None:
     parser.add_argument("--warm-baseline", action="store_true",
                         help="run the deployment first with MTMEDFORMER_WARM_CLIENT=0 (a ClientApp process per "
                              "message imports everything, as before client/warm.py), then with the warm servers")
+    parser.add_argument("--poll-baseline", action="store_true",
+                        help="run the deployment first with MTMEDFORMER_SUPERNODE_POLL_S=3 (Flower's fixed SuperNode "
+                             "poll, as before client/supernode.py), then with the default")
     parser.add_argument("--task-poll", type=float, default=None,
                         help="SuperExec task poll of the deployment (s; default: the harness's 0.1, Flower's 1)")
     parser.add_argument("--json", type=Path)
@@ -180,13 +183,19 @@ def main() -> None:
         results.append(run_simulation(args.rounds, out, workload, fused=args.fused_evaluation))
     if args.deployment:
         poll = {} if args.task_poll is None else {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(args.task_poll)}
+        if args.poll_baseline:
+            flower_poll = {**poll, "MTMEDFORMER_SUPERNODE_POLL_S": "3"}
+            results.append(run_deployment(args.rounds, out / "deployment-poll3", workload, trace=args.trace,
+                                          fused=args.fused_evaluation, env=flower_poll,
+                                          label=", SuperNode poll 3 s (Flower's)"))
         if args.warm_baseline:
             results.append(run_deployment(args.rounds, out / "deployment-cold", workload, trace=args.trace,
                                           fused=args.fused_evaluation, env={**poll, "MTMEDFORMER_WARM_CLIENT": "0"},
                                           label=", no warm ClientApp server"))
         results.append(run_deployment(args.rounds, out / "deployment", workload, trace=args.trace,
                                       fused=args.fused_evaluation, env=poll,
-                                      label=", warm ClientApp servers" if args.warm_baseline else ""))
+                                      label=", warm ClientApp servers" if args.warm_baseline else
+                                      ", SuperNode poll 0.5 s" if args.poll_baseline else ""))
     for res in results:
         print(f"\n{res['setting']}")
         print("| round | wall s | client critical path s | overhead s | ratio | MB sent | MB received |")

@@ -136,7 +136,7 @@ def supernode_command(
     private_key: str | None,
     runtime_port: int | None = None,
 ) -> list[str]:
-    """``flower-supernode`` argv.
+    """``mtmedformer-supernode`` argv: ``flower-supernode`` polling every 0.5 s (``client/supernode.py``).
 
     Parameters
     ----------
@@ -153,7 +153,7 @@ def supernode_command(
         Port of the SuperNode's local Runtime API (127.0.0.1, default 9094); needed only when several
         SuperNodes share one host, as in the loopback test.
     """
-    argv = ["flower-supernode", "--superlink", superlink]
+    argv = ["mtmedformer-supernode", "--superlink", superlink]
     argv += ["--insecure"] if root_certificates is None else ["--root-certificates", root_certificates]
     if private_key is not None:
         argv += ["--auth-supernode-private-key", private_key]

@@ -91,7 +91,7 @@ def _model(layout: str, generated: Path) -> tuple[Path, dict, dict[str, list[str
 
 
 def _is_supernode(argv: list[str]) -> bool:
-    return argv[0] == "flower-supernode"
+    return argv[0] == "mtmedformer-supernode"
 
 
 # -- Dockerfiles ------------------------------------------------------------------------------------------------
