@@ -36,8 +36,9 @@ test: $(STAMP)
 
 # Builds the server and site images and runs the containerised deployment end to end (needs Docker; starts
 # dockerd when run as root). Not part of `make test`; .ci/run runs it after the test suite.
+# DOCKER_TEST_ARGS: e.g. "--json docs/results/docker_e2e.json" (the figures of docs/deployment.md).
 docker-test: $(STAMP)
-	VENV=$(VENV) scripts/docker_test.sh
+	VENV=$(VENV) scripts/docker_test.sh $(DOCKER_TEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -295,6 +295,9 @@ OVERHEAD_ROWS = (  # (workload, setting, file, key of the run inside the file or
     ("120 images, 1 local epoch", "loopback deployment, fused evaluation, packed, SuperExec task poll 0.1 s, "
      "warm ClientApp server, SuperNode poll 0.5 s (`mtmedformer-supernode`, the default)",
      "round_overhead_poll_demo.json", None, 1),
+    ("120 images, 1 local epoch", "containers (`make docker-test`: TLS + SuperNode auth, 3 site containers on one "
+     "2-core host, so the sites' compute contends), fused evaluation, packed, the defaults",
+     "docker_e2e.json", None, 0),
 )  # fmt: skip
 """The rows of the per-round overhead table, in the order they are shown."""
 BEFORE_ROWS = (  # the same for the earlier runs: unfused and unpacked, then fused, both loopback deployment
@@ -487,6 +490,33 @@ def dp_tradeoff_settings(results: Path, name: str = "dp_tradeoff.json") -> str:
             f"at the start, {data['load_average_end'][0]} at the end.")
 
 
+def containers_table(results: Path) -> str:
+    """``make docker-test`` as ``.ci/run`` runs it: the cold image builds, every check, the round times.
+
+    ``docker_build.json`` is the build-only pass (images from nothing, made while the test suite ran on the
+    same 2 cores); ``docker_e2e.json`` the deployment run after it, whose build found every layer cached.
+    """
+    build, e2e = load(results, "docker_build.json"), load(results, "docker_e2e.json")
+    rows = [
+        [f"image `{tag}`", f"built in {info['build_s']:.0f} s on a cold machine while `make test` ran (the site image "
+                           "reuses the shared layers the server image built), "
+                           f"{info['size_bytes'] / 1e6:.0f} MB"]
+        for tag, info in build["images"].items()
+    ]  # fmt: skip
+    rows += [["check passed", check] for check in [*build["checks"], *e2e["checks"]]]
+    summary = e2e["results"][0]
+    steady, work = steady_rows(summary), e2e["workload"]
+    rows.append([
+        f"rounds ({work['sites']} sites × {work['images_per_site']} images, {work['local_epochs']} local epoch; "
+        "steady state)",
+        f"wall {_seconds_range([r['time/round_s'] for r in steady])} against the sites' critical path "
+        f"{_seconds_range([r['time/client_critical_s'] for r in steady])}: "
+        f"{summary['steady_state_overhead_s']:.1f} s fixed per round",
+    ])  # fmt: skip
+    rows.append(["the deployment test after the build", f"{e2e['total_s'] / 60:.1f} min; measured {e2e['date']}"])
+    return table(["what", "result"], rows)
+
+
 def decode_memory_table(results: Path) -> str:
     """Peak memory of decoding one very large image, at full resolution and shrunk while decoding."""
     data = load(results, "decode_memory.json")
@@ -512,6 +542,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "deployment_trace": trace_table,
     "security_cases": security_cases_table,
     "decode_memory": decode_memory_table,
+    "containers": containers_table,
     "dp_tradeoff": dp_tradeoff_table,
     "dp_tradeoff_settings": dp_tradeoff_settings,
     "dp_tradeoff_fedavg": lambda results: dp_tradeoff_table(results, "dp_tradeoff_fedavg.json"),

@@ -43,13 +43,16 @@ ENV PYTHONUNBUFFERED=1 \
     MPLCONFIGDIR=/var/lib/flwr/matplotlib \
     HOME=/var/lib/flwr
 
+# On Docker's vfs storage driver (CI) every instruction after the big layers copies the whole file system:
+# the metadata steps come early (WORKDIR) or are shared by both images (USER and WORKDIR at the end).
+WORKDIR /opt/mtmedformer-fl
+
 # torch first, from the PyTorch index (CPU or CUDA build): the dependency step below leaves it alone.
 RUN pip install ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} --index-url "${TORCH_INDEX_URL}" \
       "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 
 # The other runtime dependencies of pyproject.toml, without torch (installed above) and without Flower's
 # `simulation` extra (Ray: only `flwr run` on a laptop uses it). A layer of its own: code changes keep it.
-WORKDIR /opt/mtmedformer-fl
 COPY pyproject.toml docker/image_requirements.py ./
 RUN python image_requirements.py pyproject.toml > requirements.txt && pip install -r requirements.txt
 
@@ -66,10 +69,10 @@ RUN pip install --no-deps . && rm -rf build \
  && chown -R flwr:flwr /var/lib/flwr /results \
  && chmod 1777 /var/lib/flwr /var/lib/flwr/home /var/lib/flwr/state /var/lib/flwr/cache /var/lib/flwr/matplotlib \
       /results
-
-# ---- image-specific from here ----
 USER ${APP_UID}:${APP_GID}
 WORKDIR /var/lib/flwr
+
+# ---- image-specific from here ----
 # flower-supernode (same flags) with its idle message poll at MTMEDFORMER_SUPERNODE_POLL_S (default 0.5 s)
 # instead of Flower's fixed 3 s: client/supernode.py.
 ENTRYPOINT ["mtmedformer-supernode"]

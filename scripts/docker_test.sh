@@ -2,7 +2,10 @@
 # make docker-test: build the server and site images and run the containerised deployment end to end.
 #
 #   scripts/docker_test.sh [--json FILE] [--keep] [--rounds N]     (arguments go to tests/deploy/docker_e2e.py)
+#   scripts/docker_test.sh --build-only [--json FILE]              (only build and check the images)
 #   scripts/docker_test.sh --can-run                               (exit 0 if Docker can be used here, else 1)
+#   scripts/docker_test.sh --install-prerequisites                 (as root: apt-get install what is missing of
+#                                                                   docker.io and debootstrap; .ci/run does this)
 #
 # 1. Uses the running Docker daemon, or starts `dockerd --storage-driver=vfs` (as root) and stops only that one.
 # 2. PYTHON_IMAGE: $MTMEDFORMER_PYTHON_IMAGE if set; else, if Docker Hub's python:3.11-slim-bookworm is not
@@ -18,6 +21,19 @@ python="$VENV/bin/python"
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 PYTHONUNBUFFERED=1
 
 can_start_daemon() { command -v dockerd >/dev/null && [ "$(id -u)" = 0 ]; }
+if [ "${1:-}" = "--install-prerequisites" ]; then
+  missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  [ "${#missing[@]}" = 0 ] && exit 0
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    || { echo "error: missing ${missing[*]}: install them with your package manager (as root)" >&2; exit 1; }
+  echo "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null \
+    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+  exit $?
+fi
 if [ "${1:-}" = "--can-run" ]; then
   command -v docker >/dev/null && { docker info >/dev/null 2>&1 || can_start_daemon; }
   exit $?
