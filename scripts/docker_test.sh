@@ -17,7 +17,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 python="$VENV/bin/python"
-[ -x "$python" ] || { echo "error: $python not found: run 'make install' first" >&2; exit 2; }
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 PYTHONUNBUFFERED=1
 
 can_start_daemon() { command -v dockerd >/dev/null && [ "$(id -u)" = 0 ]; }
@@ -39,6 +38,8 @@ if [ "${1:-}" = "--can-run" ]; then
   exit $?
 fi
 command -v docker >/dev/null || { echo "error: no docker client (apt-get install docker.io)" >&2; exit 2; }
+# Checked only here: --can-run and --install-prerequisites above run before `make install` (.ci/run).
+[ -x "$python" ] || { echo "error: $python not found: run 'make install' first" >&2; exit 2; }
 
 dockerd_pid=""
 stop_daemon() {
