@@ -498,8 +498,8 @@ def containers_table(results: Path) -> str:
     """
     build, e2e = load(results, "docker_build.json"), load(results, "docker_e2e.json")
     rows = [
-        [f"image `{tag}`", f"built in {info['build_s']:.0f} s on a cold machine while `make test` ran (the site image "
-                           "reuses the shared layers the server image built), "
+        [f"image `{tag}`", f"built in {info['build_s']:.0f} s from the base image up, while `make test` ran (the site "
+                           "image reuses the layers the server image built), "
                            f"{info['size_bytes'] / 1e6:.0f} MB"]
         for tag, info in build["images"].items()
     ]  # fmt: skip
