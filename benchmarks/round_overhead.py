@@ -38,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from client.supernode import DEFAULT_POLL_S
 from mtmedformer.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,7 +196,7 @@ def main() -> None:
         results.append(run_deployment(args.rounds, out / "deployment", workload, trace=args.trace,
                                       fused=args.fused_evaluation, env=poll,
                                       label=", warm ClientApp servers" if args.warm_baseline else
-                                      ", SuperNode poll 0.5 s" if args.poll_baseline else ""))
+                                      f", SuperNode poll {DEFAULT_POLL_S:g} s" if args.poll_baseline else ""))
     for res in results:
         print(f"\n{res['setting']}")
         print("| round | wall s | client critical path s | overhead s | ratio | MB sent | MB received |")

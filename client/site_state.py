@@ -23,16 +23,17 @@ import torch
 
 from mtmedformer.atomic import atomic_torch_save
 from mtmedformer.errors import ConfigError
+from mtmedformer.folders import is_plain_folder_name
 
 KEEP_ROUNDS = 3  # round files kept per (run, site): the newest is what the next round needs
 _FILE = re.compile(r"round_(\d{4,})\.pt")
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _folder_name(kind: str, value: str) -> str:
-    if not _PLAIN_NAME.fullmatch(value) or ".." in value:
+    """``value`` when it is a plain folder name by the rule the server applies to run names."""
+    if not is_plain_folder_name(value):
         raise ConfigError(
-            f"site state: the {kind} {value!r} is not a plain folder name (letters, digits, '.', '-', '_'); "
+            f"site state: the {kind} {value!r} is not a plain folder name (no '/', '\\', leading '.' or '~'); "
             "rename it or remove state-dir from the node config"
         )
     return value

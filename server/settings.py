@@ -10,6 +10,7 @@ from typing import Any
 
 from mtmedformer.config import ExperimentConfig, load_config
 from mtmedformer.errors import ConfigError
+from mtmedformer.folders import is_plain_folder_name
 
 APP_ROOT = Path(__file__).resolve().parent.parent  # the installed app bundle (configs/ ships with it)
 
@@ -48,11 +49,7 @@ def check_run_name(value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"run config 'run-name': expected a folder name, got {value!r}")
     name = value.strip()
-    if name and (
-        name.startswith((".", "~"))
-        or any(sep in name for sep in ("/", "\\", os.sep))
-        or any(ord(ch) < 32 for ch in name)
-    ):
+    if name and not is_plain_folder_name(name):
         raise ConfigError(
             f"run config 'run-name': {value!r} is not a plain folder name; use letters, digits, '-' and '_' "
             "(no '/', '\\', '..', leading '.' or '~'): the run folder is always created inside output-dir"

@@ -234,7 +234,7 @@ def build_images(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
 
 
 # One process per image answers every question: on the vfs storage driver each new container copies the image's
-# whole file system (about half a minute for these 1.6 GB images), so the checks start as few as they can.
+# whole file system, so the checks start as few containers as they can.
 IMAGE_PROBE = (
     "import importlib.util, os, flwr, torch, monai, mtmedformer, server, client, strategies; "
     "print(flwr.__version__, torch.__version__, importlib.util.find_spec('ray') is None, os.getuid())"

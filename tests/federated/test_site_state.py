@@ -8,6 +8,7 @@ from client.site_state import KEEP_ROUNDS, SiteStateStore
 from fltesting.inprocess import InProcessGrid
 from mtmedformer.errors import ConfigError
 from server.app import run_experiment
+from server.settings import check_run_name
 from server.state import ServerState
 from tests.federated.conftest import settings_for, site_nodes
 from tests.federated.test_rounds import _without_timing
@@ -39,6 +40,15 @@ def test_store_keeps_only_the_newest_rounds(tmp_path):
     # Assert
     kept = sorted(p.name for p in (tmp_path / "run-1" / "site-a").iterdir())
     assert kept == [f"round_{r:04d}.pt" for r in range(7 - KEEP_ROUNDS, 7)]
+
+
+def test_store_accepts_every_run_name_the_server_accepts(tmp_path):
+    # Prepare: the server takes this run name (server/settings.py); the sites must store under it too
+    store = SiteStateStore(tmp_path, check_run_name("ward 3 study"), "site a")
+    # Execute
+    store.save(1, {"loss": None})
+    # Assert
+    assert store.load(2) == {"loss": None}
 
 
 def test_store_refuses_names_that_leave_its_folder(tmp_path):
