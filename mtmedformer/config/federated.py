@@ -114,6 +114,16 @@ class MatchingConfig:
         Default ``"empirical"``.
     noise_floor
         Floor of an empirical noise variance relative to the tensor's mean square. Default 1e-4.
+    alignment
+        ``"hard"``: every global unit takes one unit of each client (permutations). ``"sinkhorn"``: after the
+        hard matching, each unit takes an entropic optimal-transport mixture of the client's units (soft
+        alignment after Imfeld et al., ICLR 2024; :mod:`strategies.matching.soft`). Default ``"hard"``.
+    sinkhorn_epsilon
+        Entropic regularisation of the soft maps relative to each score matrix's spread (``> 0``; small =
+        close to the hard map). Default 0.01: a unit whose match scores a fifth of the spread above each
+        other unit gives about ``exp(-20)`` of its weight to each of them.
+    sinkhorn_iterations
+        Cap on Sinkhorn iterations per map. Default 500.
 
     Raises
     ------
@@ -127,6 +137,9 @@ class MatchingConfig:
     seed: int = 0
     noise: Literal["empirical", "scale"] = "empirical"
     noise_floor: float = 1e-4
+    alignment: Literal["hard", "sinkhorn"] = "hard"
+    sinkhorn_epsilon: float = 0.01
+    sinkhorn_iterations: int = 500
 
     def __post_init__(self) -> None:
         reject_non_finite(self, allow_inf=("prior_variance",))
@@ -140,6 +153,12 @@ class MatchingConfig:
             raise FieldError("noise", f"must be 'empirical' or 'scale', got {self.noise!r}")
         if not self.noise_floor > 0:
             raise FieldError("noise_floor", f"must be > 0, got {self.noise_floor}")
+        if self.alignment not in ("hard", "sinkhorn"):
+            raise FieldError("alignment", f"must be 'hard' or 'sinkhorn', got {self.alignment!r}")
+        if not self.sinkhorn_epsilon > 0:
+            raise FieldError("sinkhorn_epsilon", f"must be > 0, got {self.sinkhorn_epsilon}")
+        if self.sinkhorn_iterations < 1:
+            raise FieldError("sinkhorn_iterations", f"must be >= 1, got {self.sinkhorn_iterations}")
 
 
 @dataclass(frozen=True)

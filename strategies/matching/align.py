@@ -182,6 +182,27 @@ class _Aligner:
         return best - now
 
 
+def group_scores(
+    client: Mapping[str, torch.Tensor],
+    target: Mapping[str, torch.Tensor],
+    spec: PermutationSpec,
+    weights: Mapping[str, float],
+) -> dict[str, torch.Tensor]:
+    """Each group's ``(n, n)`` scores of the client as it is: ``S[i, k]`` scores client unit ``k`` at target unit ``i``.
+
+    The same weighted matrix products the ascent solves (all other groups as they are); groups without a
+    weighted tensor are absent. For a client that :func:`align` has already permuted, the identity maximises
+    every one of them.
+    """
+    state = _Aligner(client, target, spec, weights, identity_permutations(spec))
+    scores = {}
+    for group in spec.group_sizes:
+        sim = state.similarity(group, None)
+        if sim is not None:
+            scores[group] = sim
+    return scores
+
+
 def align(
     client: Mapping[str, torch.Tensor],
     target: Mapping[str, torch.Tensor],

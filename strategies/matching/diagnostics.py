@@ -61,6 +61,9 @@ class MergeDiagnostics:
         the clients' weighted average.
     seconds
         Wall time of the whole merge.
+    soft_offdiagonal
+        With soft alignment only: group -> mean over the softened clients of ``1 - trace(M) / n``, the
+        fraction of each unit's weight its transport map takes from units other than its hard match.
     """
 
     groups: dict[str, GroupStats]
@@ -72,13 +75,14 @@ class MergeDiagnostics:
     noise_variances: dict[str, float]
     server_steps: dict[str, float]
     seconds: float
+    soft_offdiagonal: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
         """Flat numbers for logging and metric records.
 
         Keys: ``matching/moved/<group>`` (mean over clients), ``matching/objective-gain`` and
-        ``matching/sweeps`` (means over aligned clients), ``matching/iterations``, ``matching/seconds``
-        and ``matching/eta/<pool>``.
+        ``matching/sweeps`` (means over aligned clients), ``matching/iterations``, ``matching/seconds``,
+        ``matching/eta/<pool>`` and, with soft alignment, ``matching/soft-offdiagonal`` (mean over groups).
         """
         out = {f"matching/moved/{name}": stats.mean_moved for name, stats in self.groups.items()}
         clients = list(self.objective_gain)
@@ -87,6 +91,8 @@ class MergeDiagnostics:
         out["matching/iterations"] = float(self.iterations)
         out["matching/seconds"] = self.seconds
         out.update({f"matching/eta/{pool}": eta for pool, eta in self.server_steps.items()})
+        if self.soft_offdiagonal:
+            out["matching/soft-offdiagonal"] = sum(self.soft_offdiagonal.values()) / len(self.soft_offdiagonal)
         return out
 
 
@@ -100,6 +106,7 @@ def collect_diagnostics(
     noise: Mapping[str, float],
     server_steps: Mapping[str, float],
     seconds: float,
+    soft_offdiagonal: Mapping[str, float] | None = None,
 ) -> MergeDiagnostics:
     """Summarise the final permutations and the alignment results of every client."""
     groups: dict[str, GroupStats] = {}
@@ -132,4 +139,5 @@ def collect_diagnostics(
         noise_variances=dict(noise),
         server_steps=dict(server_steps),
         seconds=seconds,
+        soft_offdiagonal=dict(soft_offdiagonal or {}),
     )

@@ -10,7 +10,10 @@ ICLR 2023, algorithm 3; FedMA's matched averaging, Wang et al., ICLR 2020):
 3. Leave-one-out passes (``iterations``), each in a fresh seeded order: re-estimate the per-tensor noise
    variances, then re-align every client to the posterior of all the others (prior included), starting from
    its current permutations. Stop early when no permutation changes.
-4. Return the posterior mean of every tensor over the clients that trained it.
+4. With ``alignment: sinkhorn``: replace every re-aligned client's hard alignment by its soft (optimal
+   transport) alignment to the posterior of the others (:mod:`strategies.matching.soft`), all from the same
+   hard-aligned posterior, so the result still does not depend on the order.
+5. Return the posterior mean of every tensor over the clients that trained it.
 
 Multi-task: encoder tensors pool every client weighted by ``num_examples``; a task head's tensors pool only
 the clients that trained that task, weighted by their sample count for that task, and a head no client
@@ -44,6 +47,7 @@ from strategies.matching.posterior import (
     server_step,
     tensor_scales,
 )
+from strategies.matching.soft import apply_soft_maps, off_diagonal_mass, soft_maps
 from strategies.matching.spec import PermutationSpec
 
 logger = logging.getLogger(__name__)
@@ -220,6 +224,7 @@ def match_and_merge(
         iterations += 1
         if not matcher.leave_one_out_pass():
             break
+    soft = matcher.soften() if config.alignment == "sinkhorn" else {}
     merged = matcher.posterior_state()
 
     prior_variance = config.prior_variance if prev is not None else math.inf
@@ -227,6 +232,7 @@ def match_and_merge(
     diagnostics = collect_diagnostics(
         spec, matcher.perms, matcher.results, reference="previous" if ref_id is None else ref_id,
         iterations=iterations, noise=matcher.noise, server_steps=etas, seconds=time.perf_counter() - began,
+        soft_offdiagonal=soft,
     )
     logger.info("matched %d clients in %.2f s (%d leave-one-out passes)", len(ids), diagnostics.seconds, iterations)
     return MergeResult(merged, diagnostics, matcher.perms)
@@ -296,13 +302,7 @@ class _Matcher:
         changed = False
         for cid in self._order():
             rho = self.rho[cid]
-            rest = {n: sums.den[n] - rho[n] for n in self.names}  # prior + the other clients' rho
-            targets = {
-                n: sums.mean(n, (self.aligned[cid], rho), rest[n], dtype=self.dtype)
-                for n in self.names
-                if rest[n] > 1e-12
-            }
-            weights = {n: match_weight(rho[n], rest[n], self.noise[n]) for n in targets}
+            targets, weights = self._targets(sums, cid)
             if not any(w > 0 for w in weights.values()):
                 continue  # nothing to match against (a single client and no prior)
             result = align(
@@ -316,6 +316,37 @@ class _Matcher:
                 sums.add(new, rho)
                 self.perms[cid], self.aligned[cid] = result.perms, new
         return changed
+
+    def _targets(self, sums: _Sums, cid: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """The posterior of everyone but ``cid`` (prior included) and the match weights against it."""
+        rho = self.rho[cid]
+        rest = {n: sums.den[n] - rho[n] for n in self.names}  # prior + the other clients' rho
+        targets = {
+            n: sums.mean(n, (self.aligned[cid], rho), rest[n], dtype=self.dtype) for n in self.names if rest[n] > 1e-12
+        }
+        return targets, {n: match_weight(rho[n], rest[n], self.noise[n]) for n in targets}
+
+    def soften(self) -> dict[str, float]:
+        """Replace each re-aligned client's hard alignment by its soft one; return group -> mean off-diagonal mass.
+
+        Every client's maps are computed from the same hard-aligned posterior before any client changes.
+        """
+        sums = _posterior_sums(self.names, self.aligned, self.rho, self.prev, self.prior)
+        softened: dict[str, dict[str, torch.Tensor]] = {}
+        mass: dict[str, list[float]] = {}
+        for cid in self.others:
+            targets, weights = self._targets(sums, cid)
+            if not any(w > 0 for w in weights.values()):
+                continue
+            maps = soft_maps(
+                self.aligned[cid], targets, self.spec, weights,
+                self.config.sinkhorn_epsilon, self.config.sinkhorn_iterations,
+            )
+            softened[cid] = apply_soft_maps(self.aligned[cid], self.spec, maps)
+            for group, soft in maps.items():
+                mass.setdefault(group, []).append(off_diagonal_mass(soft))
+        self.aligned.update(softened)
+        return {group: sum(values) / len(values) for group, values in mass.items()}
 
     def posterior_state(self) -> dict[str, torch.Tensor]:
         """Posterior mean of every tensor some client trained; the reference's value elsewhere."""
