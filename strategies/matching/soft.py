@@ -68,15 +68,34 @@ def sinkhorn_map(scores: torch.Tensor, epsilon: float, iterations: int = 500, to
     n = s.shape[0]
     if spread <= 0.0:
         return torch.eye(n, dtype=torch.float64)
+    # exp of values in [-1/epsilon, 0]: no float64 underflow for epsilon >= 1/700, so the plain scaling form
+    # (two matrix-vector products per iteration) replaces the log-domain one; smaller epsilon stays in logs.
     log_k = (s - s.max()) / (epsilon * spread)  # (n, n), <= 0
+    if 1.0 / epsilon > 700.0:
+        return _sinkhorn_log(log_k, iterations, tol)
+    kernel = log_k.exp()
+    u = torch.ones(n, dtype=torch.float64)
+    v = torch.ones(n, dtype=torch.float64)
+    for step in range(iterations):
+        u = 1.0 / (kernel @ v)  # rows sum to 1
+        v = 1.0 / (kernel.T @ u)  # columns sum to 1
+        if step % 10 == 9 and float((u * (kernel @ v) - 1.0).abs().max()) <= tol:
+            break
+    return u[:, None] * kernel * v[None, :]
+
+
+def _sinkhorn_log(log_k: torch.Tensor, iterations: int, tol: float) -> torch.Tensor:
+    """Log-domain Sinkhorn for kernels that would underflow (tiny epsilon)."""
+    n = log_k.shape[0]
     log_u = torch.zeros(n, dtype=torch.float64)
     log_v = torch.zeros(n, dtype=torch.float64)
-    for _ in range(iterations):
-        log_u = -torch.logsumexp(log_k + log_v[None, :], dim=1)  # rows sum to 1
-        log_v = -torch.logsumexp(log_k + log_u[:, None], dim=0)  # columns sum to 1
-        rows = torch.logsumexp(log_k + log_u[:, None] + log_v[None, :], dim=1).exp()
-        if float((rows - 1.0).abs().max()) <= tol:
-            break
+    for step in range(iterations):
+        log_u = -torch.logsumexp(log_k + log_v[None, :], dim=1)
+        log_v = -torch.logsumexp(log_k + log_u[:, None], dim=0)
+        if step % 10 == 9:
+            rows = torch.logsumexp(log_k + log_u[:, None] + log_v[None, :], dim=1).exp()
+            if float((rows - 1.0).abs().max()) <= tol:
+                break
     return (log_k + log_u[:, None] + log_v[None, :]).exp()
 
 
