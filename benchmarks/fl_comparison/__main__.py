@@ -1,4 +1,4 @@
-"""Run the whole federated comparison: estimate, bounds, one-shot, iterative, identity check, report.
+"""Run the whole federated comparison: estimate, bounds, one-shot, task split, iterative, identity check, report.
 
 Usage::
 
@@ -15,9 +15,15 @@ import argparse
 import time
 from collections.abc import Sequence
 
-from benchmarks.fl_comparison import bounds, identity_check, iterative, one_shot, report
+from benchmarks.fl_comparison import bounds, identity_check, iterative, one_shot, report, task_split
 
-PARTS = {"bounds": bounds, "one_shot": one_shot, "iterative": iterative, "identity_check": identity_check}
+PARTS = {
+    "bounds": bounds,
+    "one_shot": one_shot,
+    "task_split": task_split,
+    "iterative": iterative,
+    "identity_check": identity_check,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

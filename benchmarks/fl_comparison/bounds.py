@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     for partition in args.partitions:
         parse_partition(partition)  # reject a bad value before anything trains
-    base = base_experiment(args.quick, args.cache_dir)
+    base = base_experiment(args.quick, args.cache_dir, args.scale)
     cfg = build_config(base, federated={"partition": {"scheme": "site"}})
     pooled = pooled_splits(cfg)
     site_tests = {s.name: s.test for s in site_splits(cfg, NUM_SITES)}

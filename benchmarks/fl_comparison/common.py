@@ -50,22 +50,35 @@ METRIC_LABEL: dict[str, str] = {"segmentation": "Dice", "classification": "AUC",
 HEADLINE_KEYS: tuple[str, ...] = (*TASK_METRIC.values(), "mean_score")
 
 
-def base_experiment(quick: bool, cache_dir: str | None = None) -> dict[str, Any]:
+SCALES = ("documented", "learn")
+
+
+def base_experiment(quick: bool, cache_dir: str | None = None, scale: str = "documented") -> dict[str, Any]:
     """The experiment shared by every part, as a plain config dict (``federated`` left to each part).
 
     Parameters
     ----------
     quick
-        Smoke-test scale: 32 px images, 16 images per site, one transformer block, batch 8.
-        Otherwise the documented scale: 64 px, 100 images per site (3 sites), depth 4, patch 8, batch 16.
+        Smoke-test scale: 32 px images, 16 images per site, one transformer block, batch 8 (``scale`` ignored).
     cache_dir
         Where the synthetic set is generated and cached; None = the generator's default cache.
+    scale
+        ``"documented"``: the scale of ``docs/RESULTS.md``'s first measurement (64 px, 100 images per site,
+        depth 4, patch 8, narrow decoders, batch 16, ``input_norm: none``). ``"learn"``: the model and data of
+        the shipped centralized config (``configs/centralized_mammography.yaml``: 128 px, 400 images per site,
+        ViT-Ti depth 12, patch 16, default decoders, descriptor probe, per-image standardization, batch 8,
+        lr 3e-4, bf16, 2 threads), where centralized training learns every task; fixed task weights as in
+        every part.
 
     Returns
     -------
     dict
         Sections ``data``, ``model``, ``loss``, ``train`` for :func:`mtmedformer.config.config_from_dict`.
     """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if scale == "learn" and not quick:
+        return _learn_experiment(cache_dir)
     size = 32 if quick else 64
     return {
         "data": {
@@ -107,6 +120,36 @@ def base_experiment(quick: bool, cache_dir: str | None = None) -> dict[str, Any]
         # site-local in FL and differ between methods).
         "loss": {"weighting": "fixed"},
         "train": {"batch_size": 8 if quick else 16, "lr": 5e-4, "threads": 1, "progress": False, "seed": 0},
+    }
+
+
+def _learn_experiment(cache_dir: str | None) -> dict[str, Any]:
+    """The ``learn`` scale of :func:`base_experiment`."""
+    return {
+        "data": {
+            "source": "synthetic",
+            "classes": ["benign", "malignant"],
+            "image_size": 128,
+            "augment": False,  # as at the documented scale: every method sees the same images
+            "synthetic": {
+                "modality": "mammography",
+                "num_sites": NUM_SITES,
+                "images_per_site": 400,
+                "image_size": 128,
+                "seed": 0,
+                "cache_dir": cache_dir,
+            },
+        },
+        "model": {
+            "arch": "vit",
+            "preset": "tiny",
+            "patch_size": 16,
+            "tasks": list(TASKS),
+            "cls_descriptors": True,
+            "detection": {"pre_nms_top_k": 100, "max_detections": 20},
+        },
+        "loss": {"weighting": "fixed"},
+        "train": {"batch_size": 8, "lr": 3e-4, "precision": "bf16", "threads": 2, "progress": False, "seed": 0},
     }
 
 
@@ -322,6 +365,9 @@ def common_parser(description: str, default_out: str) -> argparse.ArgumentParser
     parser.add_argument("--out", default=default_out, help="folder for runs and the part's results JSON")
     parser.add_argument("--cache-dir", default=None, help="synthetic data cache (default: the generator's cache)")
     parser.add_argument("--estimate-only", action="store_true", help="print the time estimate and stop")
+    parser.add_argument(
+        "--scale", choices=SCALES, default="documented", help="experiment scale (see base_experiment)"
+    )
     return parser
 
 

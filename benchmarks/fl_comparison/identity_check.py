@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = start(args)
     steps = args.local_steps or (2 if args.quick else 8)
     partition = {"scheme": "dirichlet", "alpha": args.alpha, "seed": 0}
-    cfg = build_config(base_experiment(args.quick, args.cache_dir), federated={"partition": partition})
+    cfg = build_config(base_experiment(args.quick, args.cache_dir, args.scale), federated={"partition": partition})
     sites = site_splits(cfg, NUM_SITES)
     cost = measure_cost(cfg, sites[0].train)
     images = train_images_per_round([len(s.train) for s in sites], cfg.train.batch_size, 1, steps)

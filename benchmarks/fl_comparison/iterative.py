@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.rounds = args.rounds or (1 if args.quick else 5)
     if args.local_steps is None:
         args.local_steps = 2 if args.quick else 8
-    base = base_experiment(args.quick, args.cache_dir)
+    base = base_experiment(args.quick, args.cache_dir, args.scale)
     args.batch_size = base["train"]["batch_size"]
 
     configs = {a: build_config(base, federated=federated_section(args, a, 1, "fedavg", out)) for a in args.alphas}

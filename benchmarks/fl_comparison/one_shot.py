@@ -1,22 +1,27 @@
-"""One-shot merging: J sites train alone, then their weights are merged once, by FedAvg or by neuron matching.
+"""One-shot merging: J sites train alone, then their weights are merged once (FedAvg, hard or soft matching).
 
-For each variant the J = 3 synthetic sites (partition by site: each hospital's own images, prevalence and
-acquisition look) train a model for ``--epochs`` local epochs (constant learning rate, as in a federated round).
-The site models are then merged into one model by
+For each variant and seed the J = 3 synthetic sites (partition by site: each hospital's own images, prevalence
+and acquisition look) train a model for ``--epochs`` local epochs (constant learning rate, as in a federated
+round). The site models are then merged into one model by
 
 - ``fedavg``: the coordinate-wise average weighted by training-set size (McMahan et al., AISTATS 2017);
 - ``matching``: :func:`strategies.matching.match_and_merge` with ``previous=None`` (the largest site is the
-  reference frame; PFNM posterior with no prior: Yurochkin et al., ICML 2019; Wang et al., ICLR 2020),
+  reference frame; PFNM posterior with no prior: Yurochkin et al., ICML 2019; Wang et al., ICLR 2020);
+- ``matching_sinkhorn``: the same with soft optimal-transport alignment (``alignment: sinkhorn``; Imfeld et
+  al., ICLR 2024; :mod:`strategies.matching.soft`);
 
-and every model (the sites', both merges) is scored per task on the pooled test split and on each site's test
-split. The ``best site`` is picked on the pooled *validation* split, never on test.
+and each merge is also fine-tuned for one federated round (``<merge>+1``: every site trains one epoch from the
+merged model, the results are averaged by FedAvg). Every model (the sites', the merges, the fine-tuned merges)
+is scored per task on the pooled test split and on each site's test split. The ``best site`` is picked on the
+pooled *validation* split, never on test. The server seconds of each merge are recorded.
 
 Variants: ``independent`` (each site initialises with its own seed: the setting of one-shot merging of
 independently trained models) and ``shared`` (every site starts from the same initial weights, as in FL).
+``--seeds`` repeats everything with other initial weights and data orders (the data set stays the same).
 
 Usage::
 
-    python -m benchmarks.fl_comparison.one_shot [--quick] [--out runs/fl-comparison] [--epochs 10]
+    python -m benchmarks.fl_comparison.one_shot [--quick] [--out runs/fl-comparison] [--epochs 10] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -56,16 +61,34 @@ VARIANTS = ("independent", "shared")
 DATA_SEED_OFFSET = 1000  # site j's data order uses seed 1000 + j in both variants
 
 
-def init_seed(variant: str, cfg: ExperimentConfig, site_index: int) -> int:
+MERGES = ("fedavg", "matching", "matching_sinkhorn")
+MATCHING = {"matching": MatchingConfig(), "matching_sinkhorn": MatchingConfig(alignment="sinkhorn")}
+
+
+def init_seed(variant: str, seed: int, site_index: int) -> int:
     """Seed of site ``site_index``'s initial weights: its own (``independent``) or the shared one (``shared``)."""
-    return cfg.train.seed + site_index if variant == "independent" else cfg.train.seed
+    return seed + site_index if variant == "independent" else seed
 
 
-def train_site(cfg: ExperimentConfig, site: SiteData, epochs: int, init: int, data_seed: int) -> dict[str, Any]:
-    """Train one site's model from the initial weights of seed ``init``; return its state and timing."""
+def data_seed(seed: int, site_index: int) -> int:
+    """Seed of site ``site_index``'s data order (the same in both variants; seed 0 keeps the first measurement's)."""
+    return DATA_SEED_OFFSET + 100 * seed + site_index
+
+
+def train_site(
+    cfg: ExperimentConfig,
+    site: SiteData,
+    epochs: int,
+    init: int,
+    data_order: int,
+    start: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Train one site's model from the initial weights of seed ``init`` (or from ``start``); return state and timing."""
     seed_everything(init)
     objects = build_model_and_loss(cfg)
-    result = train_locally(objects.model, objects.loss_fn, site.train, cfg, epochs=epochs, seed=data_seed)
+    if start is not None:
+        objects.model.load_state_dict(start)
+    result = train_locally(objects.model, objects.loss_fn, site.train, cfg, epochs=epochs, seed=data_order)
     return {
         "state": {k: v.detach().clone() for k, v in objects.model.state_dict().items()},
         "num_examples": len(site.train),
@@ -84,35 +107,58 @@ def score(cfg: ExperimentConfig, state: dict[str, torch.Tensor], pooled: dict, s
     }
 
 
-def run_variant(
-    cfg: ExperimentConfig, variant: str, sites: Sequence[SiteData], pooled: dict, epochs: int
-) -> dict[str, Any]:
-    """Train the sites of one variant, merge them both ways, and score every model."""
-    trained = {}
-    for j, site in enumerate(sites):
-        log.info("one-shot %s: training %s (%d images, %d epochs)", variant, site.name, len(site.train), epochs)
-        trained[site.name] = train_site(cfg, site, epochs, init_seed(variant, cfg, j), DATA_SEED_OFFSET + j)
+def merge(name: str, trained: dict[str, dict[str, Any]], spec: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Merge the site models by ``name`` (see :data:`MERGES`); return the state and the merge's record."""
     names = list(trained)
-    fedavg = weighted_average([trained[n]["state"] for n in names], [trained[n]["num_examples"] for n in names])
-    with torch.device("meta"):  # the spec needs module structure only
-        spec = build_spec(build_model(cfg.model, cfg.data.image_size, len(cfg.data.classes)))
-    began = time.monotonic()
+    began = time.perf_counter()
+    if name == "fedavg":
+        state = weighted_average([trained[n]["state"] for n in names], [trained[n]["num_examples"] for n in names])
+        return state, {"seconds": time.perf_counter() - began}
     merged = match_and_merge(
         {n: ClientUpdate(trained[n]["state"], trained[n]["num_examples"], trained[n]["task_counts"]) for n in names},
         spec,
         previous=None,
-        config=MatchingConfig(),
+        config=MATCHING[name],
     )
-    matching_seconds = time.monotonic() - began
-    models = {n: trained[n]["state"] for n in names} | {"fedavg": fedavg, "matching": merged.state_dict}
+    return merged.state_dict, {**_diagnostics(merged.diagnostics.summary()), "seconds": time.perf_counter() - began}
+
+
+def fine_tune_round(
+    cfg: ExperimentConfig, sites: Sequence[SiteData], start: dict[str, torch.Tensor], seed: int
+) -> dict[str, torch.Tensor]:
+    """One federated round from ``start``: every site trains one epoch, FedAvg of the results."""
+    tuned = [train_site(cfg, site, 1, seed, data_seed(seed, j) + 50, start) for j, site in enumerate(sites)]
+    return weighted_average([t["state"] for t in tuned], [t["num_examples"] for t in tuned])
+
+
+def run_variant(
+    cfg: ExperimentConfig, variant: str, sites: Sequence[SiteData], pooled: dict, epochs: int, seed: int
+) -> dict[str, Any]:
+    """Train the sites of one variant and seed, merge them every way (and fine-tune each), score every model."""
+    trained = {}
+    for j, site in enumerate(sites):
+        log.info(
+            "one-shot %s, seed %d: training %s (%d images, %d epochs)",
+            variant, seed, site.name, len(site.train), epochs,
+        )
+        trained[site.name] = train_site(cfg, site, epochs, init_seed(variant, seed, j), data_seed(seed, j))
+    with torch.device("meta"):  # the spec needs module structure only
+        spec = build_spec(build_model(cfg.model, cfg.data.image_size, len(cfg.data.classes)))
+    models = {n: trained[n]["state"] for n in trained}
+    merges = {}
+    for name in MERGES:
+        models[name], merges[name] = merge(name, trained, spec)
+        log.info("one-shot %s, seed %d: %s merge took %.2f s", variant, seed, name, merges[name]["seconds"])
+    for name in MERGES:
+        models[f"{name}+1"] = fine_tune_round(cfg, sites, models[name], seed)
     scores = {name: score(cfg, state, pooled, sites) for name, state in models.items()}
 
     def val_score(name: str) -> float:
         value = scores[name]["pooled_val"]["mean_score"]
         return -1.0 if value is None else value
 
-    best = max(names, key=val_score)
-    log.info("one-shot %s: best site on pooled val is %s; matching took %.1f s", variant, best, matching_seconds)
+    best = max(trained, key=val_score)
+    log.info("one-shot %s, seed %d: best site on pooled val is %s", variant, seed, best)
     return {
         "models": scores,
         "best_site": best,
@@ -121,11 +167,11 @@ def run_variant(
                 "num_examples": trained[n]["num_examples"],
                 "seconds": trained[n]["seconds"],
                 "final_loss": trained[n]["final_loss"],
-                "init_seed": init_seed(variant, cfg, j),
+                "init_seed": init_seed(variant, seed, j),
             }
-            for j, n in enumerate(names)
+            for j, n in enumerate(trained)
         },
-        "matching": {"seconds": matching_seconds, **_diagnostics(merged.diagnostics.summary())},
+        "merges": merges,
     }
 
 
@@ -136,11 +182,12 @@ def _diagnostics(summary: dict[str, float]) -> dict[str, Any]:
     return {"moved": moved_by_kind(moved), **scalars}
 
 
-def plan_seconds(cost: CostModel, sites: Sequence[SiteData], pooled: dict, epochs: int, variants: int) -> float:
-    """Estimated wall time: site training plus scoring 5 models per variant (matching time not included)."""
-    train = epochs * sum(len(s.train) for s in sites)
+def plan_seconds(cost: CostModel, sites: Sequence[SiteData], pooled: dict, epochs: int, runs: int) -> float:
+    """Estimated wall time of ``runs`` (variant, seed) runs: site training, the fine-tuning rounds, scoring every
+    model (matching time not included)."""
+    train = (epochs + len(MERGES)) * sum(len(s.train) for s in sites)
     per_model = sum(len(pooled[k]) for k in ("val", "test") if k in pooled) + sum(len(s.test or ()) for s in sites)
-    return variants * cost.seconds(train, (len(sites) + 2) * per_model)
+    return runs * cost.seconds(train, (len(sites) + 2 * len(MERGES)) * per_model)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -148,25 +195,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = common_parser(__doc__.splitlines()[0], "runs/fl-comparison")
     parser.add_argument("--epochs", type=int, default=None, help="local epochs per site (default 10; quick 1)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default 0 1 2; quick 0)")
     args = parser.parse_args(argv)
     out = start(args)
     epochs = args.epochs or (1 if args.quick else 10)
-    base = base_experiment(args.quick, args.cache_dir)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    base = base_experiment(args.quick, args.cache_dir, args.scale)
     cfg = build_config(base, federated={"partition": {"scheme": "site"}})
     sites = site_splits(cfg, NUM_SITES)
     pooled = pooled_splits(cfg)
     cost = measure_cost(cfg, sites[0].train)
-    estimate = plan_seconds(cost, sites, pooled, epochs, len(args.variants))
+    estimate = plan_seconds(cost, sites, pooled, epochs, len(args.variants) * len(seeds))
     detail = (
-        f"{len(args.variants)} variants x {NUM_SITES} sites x {epochs} epochs, "
+        f"{len(args.variants)} variants x {len(seeds)} seeds x {NUM_SITES} sites x {epochs} epochs, "
         f"{cost.train_s_per_image * 1000:.0f} ms per training image"
     )
+    torch.set_num_threads(cfg.train.threads)  # 1 at the documented scale (as start() sets), 2 at the learn scale
     run = begin_part(
-        "one_shot",
+        "one_shot" if args.scale == "documented" else f"one_shot_{args.scale}",
         args,
         out,
         (estimate, detail),
-        {"epochs": epochs, "variants": list(args.variants), "quick": args.quick, "config": to_dict(cfg)},
+        {
+            "epochs": epochs,
+            "variants": list(args.variants),
+            "seeds": seeds,
+            "merges": list(MERGES),
+            "quick": args.quick,
+            "scale": args.scale,
+            "config": to_dict(cfg),
+        },
         sites={s.name: {k: len(getattr(s, k) or ()) for k in ("train", "val", "test")} for s in sites},
         pooled={k: len(v) for k, v in pooled.items()},
         variants={},
@@ -174,8 +232,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if run is None:
         return {"estimate_s": estimate}
     for variant in args.variants:
-        run.results["variants"][variant] = run_variant(cfg, variant, sites, pooled, epochs)
-        run.save()
+        per_seed = run.results["variants"].setdefault(variant, {"seeds": {}})["seeds"]
+        for seed in seeds:
+            per_seed[str(seed)] = run_variant(cfg, variant, sites, pooled, epochs, seed)
+            run.save()
     return run.finish()
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from benchmarks.fl_comparison import __main__ as run_all
+from benchmarks.fl_comparison import one_shot_report
 from benchmarks.fl_comparison.bounds import parse_partition
 from benchmarks.fl_comparison.common import (
     HEADLINE_KEYS,
@@ -23,7 +24,7 @@ from benchmarks.fl_comparison.common import (
 from benchmarks.fl_comparison.report import fmt, table, update_doc
 from mtmedformer.errors import ConfigError
 
-GENERATED = ("conditions", "one_shot", "iterative", "moved", "bounds", "identity_check")
+GENERATED = ("conditions", "claim", "one_shot", "task_split", "iterative", "moved", "bounds", "identity_check")
 DOC = "# Results\n\nkept text\n\n" + "".join(
     f"<!-- BEGIN generated:{name} -->\nold\n<!-- END generated:{name} -->\n\n" for name in GENERATED
 )
@@ -69,11 +70,16 @@ def test_one_shot_scores_every_model_on_pooled_and_site_tests(quick_run):
     # Prepare / Execute: the module fixture ran the quick comparison
     results = _load(quick_run, "one_shot")
     # Assert
+    assert results["settings"]["seeds"] == [0]
     assert set(results["variants"]) == {"independent", "shared"}
+    merges = {"fedavg", "matching", "matching_sinkhorn"}
     for data in results["variants"].values():
-        assert set(data["models"]) == {"site-a", "site-b", "site-c", "fedavg", "matching"}
-        assert data["best_site"] in {"site-a", "site-b", "site-c"}
-        for scores in data["models"].values():
+        run = data["seeds"]["0"]
+        assert set(run["models"]) == {"site-a", "site-b", "site-c"} | merges | {f"{m}+1" for m in merges}
+        assert run["best_site"] in {"site-a", "site-b", "site-c"}
+        assert set(run["merges"]) == merges and all(m["seconds"] >= 0 for m in run["merges"].values())
+        assert 0.0 <= run["merges"]["matching_sinkhorn"]["soft-offdiagonal"] < 1.0
+        for scores in run["models"].values():
             _check_headline(scores["pooled_test"])
             assert set(scores["site_test"]) == {"site-a", "site-b", "site-c"}
             for site_scores in scores["site_test"].values():
@@ -83,9 +89,27 @@ def test_one_shot_scores_every_model_on_pooled_and_site_tests(quick_run):
 @pytest.mark.slow
 def test_one_shot_matching_keeps_identity_after_shared_init(quick_run):
     # Prepare
-    shared = _load(quick_run, "one_shot")["variants"]["shared"]["matching"]["moved"]
+    shared = _load(quick_run, "one_shot")["variants"]["shared"]["seeds"]["0"]["merges"]["matching"]["moved"]
     # Execute / Assert: one short epoch from the same start, every group stays in place (design doc section 8)
     assert shared and all(v == 0.0 for v in shared.values()), shared
+
+
+@pytest.mark.slow
+def test_task_split_clients_keep_only_their_tasks_and_every_aggregator_runs(quick_run):
+    # Prepare
+    results = _load(quick_run, "task_split")
+    # Execute
+    counts = {name: client["task_counts"] for name, client in results["clients"].items()}
+    # Assert: each single-task client holds annotations of its task only; every aggregator scored its round.
+    assert counts["masks-only"]["classification"] == counts["masks-only"]["detection"] == 0
+    assert counts["boxes-only"]["classification"] == counts["boxes-only"]["segmentation"] == 0
+    assert counts["labels-only"]["segmentation"] == counts["labels-only"]["detection"] == 0
+    assert all(v > 0 for v in counts["all-tasks"].values())
+    assert {r["aggregator"] for r in results["runs"].values()} == {"fedavg_all", "fedavg_task", "matching"}
+    for run in results["runs"].values():
+        assert [r["round"] for r in run["rounds"]] == [1]
+        assert run["rounds"][0]["seconds"] >= 0
+        _check_headline(run["final"]["pooled_test"])
 
 
 @pytest.mark.slow
@@ -296,3 +320,25 @@ def test_part_run_saves_settings_machine_extras_and_seconds(tmp_path):
     saved = json.loads((tmp_path / "bounds.json").read_text())
     assert list(saved) == ["settings", "machine", "pooled", "local", "seconds"]
     assert saved["settings"] == {"epochs_local": 3} and saved["seconds"] >= 0 and finished is run.results
+
+
+def _one_shot_run(best, scores):
+    # a one-shot record with only the pooled-test mean score of each model
+    models = {name: {"pooled_test": {"mean_score": value}} for name, value in scores.items()}
+    return {"best_site": best, "models": models}
+
+
+def test_one_shot_report_pairs_models_seed_by_seed():
+    # Prepare: two seeds; matching beats FedAvg in both, and the best site in one.
+    runs = [
+        _one_shot_run("site-a", {"site-a": 0.30, "site-b": 0.20, "fedavg": 0.10, "matching": 0.40}),
+        _one_shot_run("site-b", {"site-a": 0.10, "site-b": 0.50, "fedavg": 0.20, "matching": 0.30}),
+    ]
+    # Execute
+    versus_fedavg = one_shot_report.paired(runs, "matching", "fedavg", "mean_score")
+    versus_best = one_shot_report.paired(runs, "matching", one_shot_report.BEST, "mean_score")
+    # Assert: differences 0.30 and 0.10; against the best site (0.30, 0.50): 0.10 and -0.20.
+    assert versus_fedavg == "+0.200 ± 0.141 (2/2)"
+    assert versus_best == "-0.050 ± 0.212 (1/2)"
+    assert one_shot_report.mean_sd([0.1, None, 0.3]) == "0.200 ± 0.141"
+    assert one_shot_report.mean_sd([None]) == "–"
