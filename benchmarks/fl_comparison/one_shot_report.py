@@ -74,17 +74,37 @@ def _label(name: str) -> str:
     return "best site (picked on pooled val, per seed)" if name == BEST else MERGE_LABEL.get(name, name)
 
 
-def paired(runs: Sequence[Mapping[str, Any]], first: str, second: str, key: str) -> str:
-    """``mean ± sd`` of ``first - second`` over seeds and ``wins/seeds`` where ``first`` scored higher."""
-    diffs = []
-    for run in runs:
-        a, b = _value(run, first, key), _value(run, second, key)
-        if a is not None and b is not None:
-            diffs.append(float(a) - float(b))
+def describe_differences(diffs: Sequence[float]) -> str:
+    """``mean ± sd (wins/seeds)`` of per-seed differences (``–`` without any)."""
     if not diffs:
         return "–"
     spread = f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else ""
     return f"{statistics.fmean(diffs):+.3f}{spread} ({sum(d > 0 for d in diffs)}/{len(diffs)})"
+
+
+def read_differences(diffs: Sequence[float]) -> str:
+    """``describe_differences`` with a plain reading: identical, higher or lower in every seed, or a tie."""
+    if not diffs:
+        return "–"
+    if all(d == 0 for d in diffs):
+        word = "identical"
+    elif all(d > 0 for d in diffs):
+        word = "matching higher in every seed"
+    elif all(d < 0 for d in diffs):
+        word = "FedAvg higher in every seed"
+    else:
+        word = "tie (the sign differs between seeds)"
+    return f"{describe_differences(diffs)}: {word}"
+
+
+def _differences(runs: Sequence[Mapping[str, Any]], first: str, second: str, key: str) -> list[float]:
+    pairs = ((_value(r, first, key), _value(r, second, key)) for r in runs)
+    return [float(a) - float(b) for a, b in pairs if a is not None and b is not None]
+
+
+def paired(runs: Sequence[Mapping[str, Any]], first: str, second: str, key: str) -> str:
+    """``mean ± sd`` of ``first - second`` over seeds and ``wins/seeds`` where ``first`` scored higher."""
+    return describe_differences(_differences(runs, first, second, key))
 
 
 CLAIM_PAIRS = (
@@ -96,29 +116,14 @@ CLAIM_PAIRS = (
 
 
 def verdict(runs: Sequence[Mapping[str, Any]], first: str, second: str, key: str) -> str:
-    """The paired difference with a plain reading: higher in every seed, lower in every seed, or a tie."""
-    diffs = [
-        float(a) - float(b)
-        for a, b in ((_value(r, first, key), _value(r, second, key)) for r in runs)
-        if a is not None and b is not None
-    ]
-    if not diffs:
-        return "–"
-    if all(d == 0 for d in diffs):
-        word = "identical"
-    elif all(d > 0 for d in diffs):
-        word = "matching higher in every seed"
-    elif all(d < 0 for d in diffs):
-        word = "FedAvg higher in every seed"
-    else:
-        word = "tie (the sign differs between seeds)"
-    return f"{paired(runs, first, second, key)}: {word}"
+    """The paired difference with a plain reading (:func:`read_differences`)."""
+    return read_differences(_differences(runs, first, second, key))
 
 
 def claim_table(parts: Mapping[str, Mapping[str, Any]]) -> str:
     """Per task: does matching beat FedAvg? Paired differences of the one-shot parts (independent starts), the
     task-split part and (one seed) the iterative part."""
-    from benchmarks.fl_comparison.task_split_report import claim_rows  # that module imports this one
+    from benchmarks.fl_comparison.task_split_report import claim_rows  # that module imports this one (cycle)
 
     rows = []
     for part, scale in (("one_shot", "documented"), ("one_shot_learn", "learn")):

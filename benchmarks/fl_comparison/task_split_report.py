@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping
 from typing import Any
 
 from benchmarks.fl_comparison.common import METRIC_LABEL, TASK_METRIC
-from benchmarks.fl_comparison.one_shot_report import mean_sd
+from benchmarks.fl_comparison.one_shot_report import describe_differences, mean_sd, read_differences
 from benchmarks.markdown import table
 
 SCORES = (*TASK_METRIC.items(), ("mean", "mean_score"))
@@ -25,17 +24,10 @@ def _final(res: Mapping[str, Any], e: int, seed: int, aggregator: str, key: str)
     return None if run is None else run["final"]["pooled_test"].get(key)
 
 
-def paired_cell(res: Mapping[str, Any], e: int, first: str, second: str, key: str) -> tuple[str, list[float]]:
-    """``mean ± sd (wins/seeds)`` of ``first - second`` at ``E = e``, and the differences."""
-    diffs = []
-    for seed in res["settings"]["seeds"]:
-        a, b = _final(res, e, seed, first, key), _final(res, e, seed, second, key)
-        if a is not None and b is not None:
-            diffs.append(float(a) - float(b))
-    if not diffs:
-        return "–", diffs
-    spread = f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else ""
-    return f"{statistics.fmean(diffs):+.3f}{spread} ({sum(d > 0 for d in diffs)}/{len(diffs)})", diffs
+def differences(res: Mapping[str, Any], e: int, first: str, second: str, key: str) -> list[float]:
+    """Per-seed ``first - second`` of the final pooled-test ``key`` at ``E = e`` (seeds with both defined)."""
+    pairs = ((_final(res, e, s, first, key), _final(res, e, s, second, key)) for s in res["settings"]["seeds"])
+    return [float(a) - float(b) for a, b in pairs if a is not None and b is not None]
 
 
 def task_split_tables(res: Mapping[str, Any]) -> str:
@@ -54,7 +46,8 @@ def task_split_tables(res: Mapping[str, Any]) -> str:
             + table(header, rows)
         )
         rows = [
-            [f"{LABEL[a]} − {LABEL[b]}", *(paired_cell(res, e, a, b, key)[0] for _, key in SCORES)] for a, b in PAIRS
+            [f"{LABEL[a]} − {LABEL[b]}", *(describe_differences(differences(res, e, a, b, key)) for _, key in SCORES)]
+            for a, b in PAIRS
         ]
         blocks.append(
             f"**E = {e}, paired differences** (per seed; in brackets: seeds where the first is higher)\n\n"
@@ -81,17 +74,6 @@ def claim_rows(res: Mapping[str, Any]) -> list[list[str]]:
     n = len(res["settings"]["seeds"])
     for e in res["settings"]["local_epochs"]:
         for second in ("fedavg_all", "fedavg_task"):
-            cells = []
-            for _, key in TASK_METRIC.items():
-                text, diffs = paired_cell(res, e, "matching", second, key)
-                if diffs and all(d == 0 for d in diffs):
-                    text += ": identical"
-                elif diffs and all(d > 0 for d in diffs):
-                    text += ": matching higher in every seed"
-                elif diffs and all(d < 0 for d in diffs):
-                    text += ": FedAvg higher in every seed"
-                elif diffs:
-                    text += ": tie"
-                cells.append(text)
+            cells = [read_differences(differences(res, e, "matching", second, key)) for key in TASK_METRIC.values()]
             rows.append([f"sites with different tasks, E = {e}, vs {LABEL[second]} ({n} seeds)", *cells])
     return rows
