@@ -115,6 +115,7 @@ class RoundLoop:
         self.stop_after = stop_after
         self.experiment_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
         self.bytes_sent = self.bytes_received = 0  # model arrays moved this round
+        self.aggregate_seconds = 0.0  # this round's strategy.aggregate_train wall time
         self.train_keys, self.evaluation_keys = train_metric_keys(), evaluation_metric_keys(cfg)
 
     def _config(self, server_round: int, **extra: Any) -> ConfigRecord:
@@ -185,6 +186,7 @@ class RoundLoop:
             save_local_models(self.run_dir, self.cfg, rnd, screened.accepted)  # before aggregation touches them
         if not self._enough(rnd, len(screened.accepted), len(sent)):
             return {}, screened
+        began = time.monotonic()
         try:
             aggregate = self.strategy.aggregate_train(rnd, screened.accepted)
         except Exception as err:  # screened replies should never do this: keep the round (and the server) alive
@@ -192,6 +194,8 @@ class RoundLoop:
             self._record(rnd, "failure", AGGREGATE, {"node_id": 0, "reason": f"aggregation failed: {err!r}"[:300],
                                                      "failed_phase": "aggregate"})
             return aggregate_task_metrics(r.metrics for r in screened.accepted), screened
+        finally:
+            self.aggregate_seconds = time.monotonic() - began
         if aggregate.arrays is not None:
             self._apply(rnd, _as_reference_dtypes(aggregate.arrays, reference), reference)
         return self._record_train(rnd, screened, aggregate.metrics), screened
@@ -347,6 +351,7 @@ class RoundLoop:
             "time/round_s": seconds,
             "time/client_critical_s": critical,
             "time/overhead_ratio": seconds / critical if critical > 0 else float("nan"),
+            "time/aggregate_s": self.aggregate_seconds,  # the server's strategy step alone
             "bytes/sent": float(self.bytes_sent),
             "bytes/received": float(self.bytes_received),
             "sites_trained": n_ok,
@@ -368,6 +373,7 @@ class RoundLoop:
         for rnd in range(first, total + 1):
             t0 = time.monotonic()
             self.bytes_sent = self.bytes_received = 0
+            self.aggregate_seconds = 0.0
             previous = self.state.global_state  # round rnd - 1's global, sent for training
             pending = fused and rnd > 1  # its validation comes with this round's training replies
             train_metrics, trained = self._train(rnd, "val" if pending else None)

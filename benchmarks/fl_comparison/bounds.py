@@ -9,7 +9,8 @@
   annotated for a task trains without that task's head; that task's metric is then undefined for it.
 
 Every model is scored per task on the pooled test split; local models also on their own test split.
-Run folders: ``<out>/bounds/...``; a finished run with the same config is reused on a re-run.
+Run folders: ``<out>/bounds/...`` (``<out>/bounds_learn/...`` at ``--scale learn``); a finished run with the
+same config is reused on a re-run.
 
 Usage::
 
@@ -52,6 +53,7 @@ from mtmedformer.errors import ConfigError
 SETTINGS = {  # key in bounds.json -> command-line attribute
     "epochs_local": "epochs", "epochs_centralized": "central_epochs", "minutes_local": "minutes",
     "minutes_centralized": "central_minutes", "warmup_steps": "warmup", "partitions": "partitions", "quick": "quick",
+    "scale": "scale",
 }  # fmt: skip
 RUN_RESULT = "bound_result.json"  # per run folder: metrics and the config, to reuse a finished run
 
@@ -102,7 +104,7 @@ def train_bound(cfg: ExperimentConfig, train_set: Any, val_set: Any, test_set: A
 
 def centralized(base: dict, args: Any, out: Path, pooled: dict, site_tests: Mapping[str, Any]) -> dict[str, Any]:
     """Train the centralized model and score it on the pooled and per-site test splits."""
-    section = _train_section(args, args.central_epochs, args.central_minutes, out / "bounds" / "centralized")
+    section = _train_section(args, args.central_epochs, args.central_minutes, out / args.part / "centralized")
     cfg = build_config(base, train=section)
     log.info("bounds: centralized training on %d pooled images", len(pooled["train"]))
     run = train_bound(cfg, pooled["train"], pooled.get("val"), pooled.get("test"))
@@ -123,7 +125,7 @@ def local_only(base: dict, args: Any, out: Path, partition: str, pooled: dict) -
     for j, client in enumerate(clients):
         counts = client.train.task_counts()
         tasks = [t for t in TASKS if counts.get(t, 0) > 0]
-        folder = out / "bounds" / "local" / partition.replace(":", "-") / f"client-{j}"
+        folder = out / args.part / "local" / partition.replace(":", "-") / f"client-{j}"
         cfg = build_config(
             base,
             model={"tasks": tasks},
@@ -174,7 +176,7 @@ def plan_seconds(cost: CostModel, args: Any, pooled: dict) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Train the bounds and write ``<out>/bounds.json``; return the results."""
+    """Train the bounds and write ``<out>/bounds.json`` (``bounds_<scale>.json`` off the documented scale)."""
     parser = common_parser(__doc__.splitlines()[0], "runs/fl-comparison")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per local-only model (default 6; quick 1)")
     parser.add_argument("--central-epochs", type=int, default=None, help="epochs, centralized (default 10; quick 1)")
@@ -183,9 +185,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps of the schedule (default 10; quick 0)")
     parser.add_argument(
         "--partitions",
-        nargs="+",
+        nargs="*",
         default=None,
-        help="site and/or dirichlet:<alpha> (default site dirichlet:0.1 dirichlet:0.5 dirichlet:100)",
+        help="site and/or dirichlet:<alpha> for the local-only models; given without values: centralized only "
+        "(default site dirichlet:0.1 dirichlet:0.5 dirichlet:100)",
     )
     args = parser.parse_args(argv)
     out = start(args)
@@ -194,11 +197,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.minutes = args.minutes or (1.0 if args.quick else 2.0)
     args.central_minutes = args.central_minutes or (1.0 if args.quick else 4.0)
     args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 10)
-    args.partitions = args.partitions or (
-        ["site"] if args.quick else ["site", "dirichlet:0.1", "dirichlet:0.5", "dirichlet:100"]
-    )
+    if args.partitions is None:
+        args.partitions = ["site"] if args.quick else ["site", "dirichlet:0.1", "dirichlet:0.5", "dirichlet:100"]
     for partition in args.partitions:
         parse_partition(partition)  # reject a bad value before anything trains
+    args.part = "bounds" if args.scale == "documented" else f"bounds_{args.scale}"
     base = base_experiment(args.quick, args.cache_dir, args.scale)
     cfg = build_config(base, federated={"partition": {"scheme": "site"}})
     pooled = pooled_splits(cfg)
@@ -210,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{args.epochs} epochs each, {cost.train_s_per_image * 1000:.0f} ms per training image"
     )
     settings = settings_of(args, SETTINGS) | {"base_config": base}
-    run = begin_part("bounds", args, out, (estimate, detail), settings, pooled={k: len(v) for k, v in pooled.items()})
+    run = begin_part(args.part, args, out, (estimate, detail), settings, pooled={k: len(v) for k, v in pooled.items()})
     if run is None:
         return {"estimate_s": estimate}
     run.results["centralized"] = centralized(base, args, out, pooled, site_tests)

@@ -122,8 +122,10 @@ def verdict(runs: Sequence[Mapping[str, Any]], first: str, second: str, key: str
 
 def claim_table(parts: Mapping[str, Mapping[str, Any]]) -> str:
     """Per task: does matching beat FedAvg? Paired differences of the one-shot parts (independent starts), the
-    task-split part and (one seed) the iterative part."""
-    from benchmarks.fl_comparison.task_split_report import claim_rows  # that module imports this one (cycle)
+    task-split part and the iterative parts."""
+    # Those modules import this one (cycle): imported here.
+    from benchmarks.fl_comparison.iterative_report import claim_rows as iterative_claim_rows
+    from benchmarks.fl_comparison.task_split_report import claim_rows
 
     rows = []
     for part, scale in (("one_shot", "documented"), ("one_shot_learn", "learn")):
@@ -135,22 +137,12 @@ def claim_table(parts: Mapping[str, Mapping[str, Any]]) -> str:
             if first in runs[0]["models"] and second in runs[0]["models"]:
                 cells = [verdict(runs, first, second, key) for _, key in TASK_METRIC.items()]
                 rows.append([f"{what} ({scale} scale, {len(runs)} seeds)", *cells])
-    if "task_split" in parts:
-        rows += claim_rows(parts["task_split"])
-    iterative = parts.get("iterative")
-    if iterative:
-        settings = iterative["settings"]
-        for e in settings["local_epochs"]:
-            for a in settings["alphas"]:
-                matched = iterative["runs"].get(f"a{a}-e{e}-bnp_matching")
-                fedavg = iterative["runs"].get(f"a{a}-e{e}-fedavg")
-                if not (matched and fedavg):
-                    continue
-                cells = []
-                for key in TASK_METRIC.values():
-                    m, f = matched["final"]["pooled_test"].get(key), fedavg["final"]["pooled_test"].get(key)
-                    cells.append("–" if m is None or f is None else f"{m - f:+.3f}: one seed, not evidence")
-                rows.append([f"iterative, α = {a:g}, E = {e} (documented scale, 1 seed)", *cells])
+    for part in ("task_split", "task_split_partial"):
+        if part in parts:
+            rows += claim_rows(parts[part])
+    for part, scale in (("iterative", "documented"), ("iterative_learn", "learn")):
+        if part in parts:
+            rows += iterative_claim_rows(parts[part], scale)
     header = ["setting: matching − FedAvg", *(METRIC_LABEL[t] for t in TASK_METRIC)]
     return table(header, rows) if rows else "No one-shot or iterative results."
 

@@ -17,10 +17,16 @@ The round loop runs in process (no Flower messages) so that the three aggregator
 updates in round 1. After every round the global model is scored on the pooled test split; the server seconds
 of each aggregation are recorded. Repeated for ``--seeds`` (initial weights and data order).
 
+``--withheld F`` (part ``task_split_partial``) measures the other half of partial labelling: the 4 clients hold
+every task, but each training image's label, mask and boxes are withheld independently with probability ``F``
+(as the generator's ``*_withheld_fraction`` does; drawn per client, so the clients' annotated counts per task
+differ by chance). Validation and test images keep every annotation, so the pooled test split is the same as in
+the task layout.
+
 Usage::
 
     python -m benchmarks.fl_comparison.task_split [--quick] [--out runs/fl-comparison] [--rounds 5]
-        [--local-epochs 1 3] [--seeds 0 1 2]
+        [--local-epochs 1 3] [--seeds 0 1 2] [--withheld 0.5]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.fl_comparison.common import (
@@ -50,6 +57,7 @@ from benchmarks.fl_comparison.common import (
     weighted_average,
 )
 from benchmarks.fl_comparison.one_shot import train_site
+from mtmedformer import TASKS
 from mtmedformer.config import ExperimentConfig, to_dict
 from mtmedformer.data.dataset import MedicalImageDataset
 from mtmedformer.data.site import SiteData
@@ -94,12 +102,52 @@ def keep_tasks(dataset: MedicalImageDataset, tasks: Sequence[str]) -> MedicalIma
     return out
 
 
+def withhold_annotations(dataset: MedicalImageDataset, fraction: float, seed: int) -> MedicalImageDataset:
+    """A copy of ``dataset`` where each record's label, mask and boxes are each removed with probability
+    ``fraction`` (independent draws, seeded by ``seed`` and the record's position).
+
+    Raises
+    ------
+    ValueError
+        If ``fraction`` is outside [0, 1], or a record derives its boxes from its mask (withholding the mask
+        would remove the boxes with it: the draws would not be independent).
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"withheld fraction must be in [0, 1], got {fraction}")
+    records = []
+    for i, record in enumerate(dataset.records):
+        if record.boxes_from_mask:
+            raise ValueError(f"{record.origin}: boxes come from the mask; withhold them together or not at all")
+        keep = np.random.default_rng([seed, i]).random(3) >= fraction
+        records.append(
+            dataclasses.replace(
+                record,
+                label=record.label if keep[0] else None,
+                masks=record.masks if keep[1] else None,
+                boxes=record.boxes if keep[2] else None,
+            )
+        )
+    out = copy.copy(dataset)
+    out.records = records
+    out.undecodable = set()
+    return out
+
+
 def task_clients(cfg: ExperimentConfig) -> list[SiteData]:
     """The 4 clients of :data:`CLIENT_TASKS`: IID parts of the pooled data, each with its tasks' annotations."""
     parts = site_splits(cfg, len(CLIENT_TASKS))
     return [
         dataclasses.replace(part, name=name, train=keep_tasks(part.train, tasks))
         for part, (name, tasks) in zip(parts, CLIENT_TASKS.items(), strict=True)
+    ]
+
+
+def partial_clients(cfg: ExperimentConfig, fraction: float) -> list[SiteData]:
+    """4 IID clients holding every task, each training image's annotations withheld with probability ``fraction``."""
+    parts = site_splits(cfg, len(CLIENT_TASKS))
+    return [
+        dataclasses.replace(part, name=f"partial-{j}", train=withhold_annotations(part.train, fraction, seed=j))
+        for j, part in enumerate(parts)
     ]
 
 
@@ -188,7 +236,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5; quick 1)")
     parser.add_argument("--local-epochs", type=int, nargs="+", default=None, help="E values (default 1 3; quick 1)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default 0 1 2; quick 0)")
+    parser.add_argument(
+        "--withheld",
+        type=float,
+        default=0.0,
+        help="instead of clients with different tasks: clients with every task and this share of each training "
+        "image's annotations withheld (part task_split_partial; default 0 = the task layout)",
+    )
     args = parser.parse_args(argv)
+    if not 0.0 <= args.withheld < 1.0:
+        parser.error(f"--withheld must be in [0, 1), got {args.withheld}")
     out = start(args)
     rounds = args.rounds or (1 if args.quick else 5)
     epochs = args.local_epochs or ([1] if args.quick else [1, 3])
@@ -197,14 +254,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         base_experiment(args.quick, args.cache_dir, args.scale), federated={"partition": {"scheme": "iid", "seed": 0}}
     )
     torch.set_num_threads(cfg.train.threads)
-    clients = task_clients(cfg)
+    clients = partial_clients(cfg, args.withheld) if args.withheld else task_clients(cfg)
     pooled = pooled_splits(cfg)
     cost = measure_cost(cfg, pooled["train"])
     runs = len(AGGREGATORS) * len(seeds)
     estimate = plan_seconds(cost, clients, pooled, rounds, epochs, runs)
     detail = f"{len(AGGREGATORS)} aggregators x {len(seeds)} seeds x E in {epochs} x {rounds} rounds, 4 clients"
     run = begin_part(
-        "task_split",
+        "task_split_partial" if args.withheld else "task_split",
         args,
         out,
         (estimate, detail),
@@ -213,7 +270,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "local_epochs": epochs,
             "seeds": seeds,
             "aggregators": list(AGGREGATORS),
-            "client_tasks": {k: list(v) for k, v in CLIENT_TASKS.items()},
+            "client_tasks": (
+                {c.name: list(TASKS) for c in clients} if args.withheld
+                else {k: list(v) for k, v in CLIENT_TASKS.items()}
+            ),
+            "withheld": args.withheld,
             "quick": args.quick,
             "scale": args.scale,
             "config": to_dict(cfg),

@@ -72,8 +72,10 @@ def claim_rows(res: Mapping[str, Any]) -> list[list[str]]:
     """Rows for the summary's claim table: matching − each FedAvg, per task, at every E."""
     rows = []
     n = len(res["settings"]["seeds"])
+    withheld = res["settings"].get("withheld") or 0.0
+    what = f"sites with {withheld:.0%} of annotations withheld" if withheld else "sites with different tasks"
     for e in res["settings"]["local_epochs"]:
         for second in ("fedavg_all", "fedavg_task"):
             cells = [read_differences(differences(res, e, "matching", second, key)) for key in TASK_METRIC.values()]
-            rows.append([f"sites with different tasks, E = {e}, vs {LABEL[second]} ({n} seeds)", *cells])
+            rows.append([f"{what}, E = {e}, vs {LABEL[second]} ({n} seeds)", *cells])
     return rows

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from benchmarks.fl_comparison import __main__ as run_all
-from benchmarks.fl_comparison import one_shot_report
+from benchmarks.fl_comparison import iterative, one_shot_report
 from benchmarks.fl_comparison.bounds import parse_partition
 from benchmarks.fl_comparison.common import (
     HEADLINE_KEYS,
@@ -119,12 +119,13 @@ def test_iterative_runs_every_strategy_with_round_curves(quick_run):
     # Execute
     runs = results["runs"]
     # Assert
-    assert {r["strategy"] for r in runs.values()} == {"fedavg", "fedprox", "fedadam", "bnp_matching"}
+    assert {r["strategy"] for r in runs.values()} == set(iterative.STRATEGIES)
     for run in runs.values():
         assert [r["round"] for r in run["rounds"]] == [1]
         _check_headline(run["rounds"][0]["pooled_test"])
         assert len(run["final"]["site_test"]) == 3
         assert run["seconds"] > 0
+        assert run["seed"] == 0 and run["rounds"][0]["aggregate_seconds"] >= 0
     matching = next(r for r in runs.values() if r["strategy"] == "bnp_matching")
     assert "residual" in matching["rounds"][0]["moved"]
 

@@ -36,6 +36,7 @@ def test_federated_run_writes_results_report_and_checkpoints(tmp_path, experimen
     rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]
     assert all(r["sites_trained"] == 3 for r in rounds)
+    assert all(0 <= r["time/aggregate_s"] <= r["time/round_s"] for r in rounds)  # the strategy step, timed alone
     assert "val/segmentation/dice" in rounds[-1]
     sites = [json.loads(line) for line in (run_dir / "sites.jsonl").read_text().splitlines()]
     assert {s["site"] for s in sites if s["phase"] == "train"} == {"site-a", "site-b", "site-c"}
