@@ -145,7 +145,7 @@ def paired_table(res: Mapping[str, Any]) -> str:
             cells = [describe_differences(differences(grouped[(a, e, s)], fedavg, k)) for _, k in SCORES]
             rows.append([f"{STRATEGY_LABEL.get(s, s)} − FedAvg, α = {a}, E = {e}", *cells])
     header = ["pair", *(SCORE_LABEL[t] for t, _ in SCORES)]
-    return table(header, rows) if rows else "No FedAvg runs to compare against."
+    return table(header, rows) if rows else "No condition has FedAvg and another strategy to compare."
 
 
 def tuning_table(res: Mapping[str, Any]) -> str:
