@@ -389,23 +389,24 @@ def trace_table(results: Path) -> str:
 def _federated_ranges(results: Path) -> tuple[str, str]:
     """The federated comparison's headline (label text) and each strategy's final pooled-test mean.
 
-    From the learn-scale iterative part when it exists (where every task learns): mean ± sd over seeds per
-    strategy; otherwise each strategy's range over the documented scale's settings (seed means).
+    From the learn-scale iterative part when it exists with one (alpha, local epochs) condition (where every task
+    learns): mean ± sd over seeds per strategy; otherwise each strategy's range over the documented scale's
+    settings (seed means).
     """
     from benchmarks.fl_comparison.iterative_report import STRATEGY_LABEL, conditions
     from benchmarks.fl_comparison.one_shot_report import mean_sd
 
     learn = (results / "iterative_learn.json").exists()
     iterative = load(results, "iterative_learn.json" if learn else "iterative.json")
+    if learn and (len(iterative["settings"]["alphas"]) > 1 or len(iterative["settings"]["local_epochs"]) > 1):
+        learn, iterative = False, load(results, "iterative.json")  # several conditions: the range form below
     settings, grouped = iterative["settings"], conditions(iterative)
     clients = len(next(iter(iterative["partitions"].values())))
     finals = {key: [r["final"]["pooled_test"]["mean_score"] for r in runs] for key, runs in grouped.items()}
     if learn:
         (alpha,), (epochs,) = settings["alphas"], settings["local_epochs"]
         seeds = max(len(v) for v in finals.values())
-        figures = " · ".join(
-            f"{STRATEGY_LABEL.get(s, s)} {mean_sd(v)}" for (_, _, s), v in finals.items() if s in settings["strategies"]
-        )
+        figures = " · ".join(f"{STRATEGY_LABEL.get(s, s)} {mean_sd(v)}" for (_, _, s), v in finals.items())
         label = (f"Federated, shipped model's scale, {clients} clients, Dirichlet α = {alpha:g}, {settings['rounds']} "
                  f"rounds × {epochs} epochs: pooled-test mean score over {seeds} seeds")  # fmt: skip
         return label, figures

@@ -234,6 +234,12 @@ def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequ
     return merged
 
 
+def condition_key(alpha: float | str, epochs: int, strategy: str) -> str:
+    """Name of one (Dirichlet alpha, local epochs, strategy) condition of the iterative part, e.g.
+    ``a0.1-e5-fedadam``: the stem of its run folders and its key in the ``tuning`` record."""
+    return f"a{float(alpha):g}-e{int(epochs)}-{strategy}"
+
+
 MOVED_KINDS: dict[str, str] = {
     # kind of permutation group -> the group-name pattern it covers (see strategies.matching.model_spec)
     "residual": "encoder.residual",

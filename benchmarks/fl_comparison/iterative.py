@@ -42,6 +42,7 @@ from benchmarks.fl_comparison.common import (
     begin_part,
     build_config,
     common_parser,
+    condition_key,
     headline,
     log,
     machine_info,
@@ -79,7 +80,7 @@ def run_name(alpha: float, epochs: int, strategy: str, seed: int = 0, server_lr:
     adaptive strategies only.
     """
     lr = f"-lr{server_lr:g}" if strategy in ADAPTIVE and server_lr is not None else ""
-    return f"a{alpha:g}-e{epochs}-{strategy}{lr}" + (f"-s{seed}" if seed else "")
+    return condition_key(alpha, epochs, strategy) + lr + (f"-s{seed}" if seed else "")
 
 
 def part_name(scale: str) -> str:
@@ -95,7 +96,7 @@ def federated_section(
         "rounds": args.rounds,
         "strategy": strategy,
         "local_epochs": epochs,
-        "local_steps": args.local_steps or None,
+        "local_steps": args.local_steps,
         "min_train_nodes": NUM_SITES,
         "min_evaluate_nodes": NUM_SITES,
         "min_available_nodes": NUM_SITES,
@@ -195,7 +196,7 @@ def plan_seconds(cost: CostModel, args: Any, partitions: Mapping[float, list[dic
         val = sum(p["splits"]["val"] for p in summary)
         test = sum(p["splits"]["test"] for p in summary)
         for epochs in args.epochs:
-            per_round = train_images_per_round(train_sizes, batch, epochs, args.local_steps or None)
+            per_round = train_images_per_round(train_sizes, batch, epochs, args.local_steps)
             total += runs_per_condition * cost.seconds(
                 args.rounds * per_round, args.rounds * (val + pooled_test) + test
             )
@@ -208,11 +209,6 @@ def final_val_score(result: Mapping[str, Any]) -> float:
     rounds = result.get("rounds") or [{}]
     value = rounds[-1].get("val", {}).get("mean_score")
     return float("-inf") if value is None else float(value)
-
-
-def condition_key(alpha: float, epochs: int, strategy: str) -> str:
-    """Key of one (alpha, local epochs, strategy) condition in the ``tuning`` record, e.g. ``a0.1-e5-fedadam``."""
-    return f"a{alpha:g}-e{epochs}-{strategy}"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -246,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.server_lrs = args.server_lrs or ([0.01] if args.quick else [0.001, 0.01, 0.1])
     if args.local_steps is None:
         args.local_steps = 2 if args.quick else 8
+    args.local_steps = args.local_steps or None  # 0: no cap
     part = part_name(args.scale)
     folder = out / part
     base = base_experiment(args.quick, args.cache_dir, args.scale)

@@ -20,12 +20,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from benchmarks.fl_comparison.common import METRIC_LABEL, MOVED_KINDS, TASK_METRIC
-from benchmarks.fl_comparison.one_shot_report import describe_differences, mean_sd, read_differences
+from benchmarks.fl_comparison.common import MOVED_KINDS, TASK_METRIC, condition_key
+from benchmarks.fl_comparison.one_shot_report import (
+    SCORE_LABEL,
+    SCORES,
+    describe_differences,
+    mean_sd,
+    read_differences,
+)
 from benchmarks.markdown import fmt, table
 
-SCORES = (*TASK_METRIC.items(), ("mean", "mean_score"))
-SCORE_LABEL = {**METRIC_LABEL, "mean": "mean"}
 STRATEGY_LABEL = {
     "fedavg": "FedAvg", "fedprox": "FedProx", "fedadam": "FedAdam", "fedyogi": "FedYogi",
     "fedmedian": "FedMedian", "bnp_matching": "BNP matching",
@@ -44,7 +48,7 @@ def conditions(res: Mapping[str, Any]) -> dict[Condition, list[Mapping[str, Any]
     grouped: dict[Condition, list[Mapping[str, Any]]] = {}
     for run in res["runs"].values():
         key = (f"{run['alpha']:g}", int(run["local_epochs"]), run["strategy"])
-        chosen = tuning.get(f"a{key[0]}-e{key[1]}-{key[2]}", {}).get("chosen_server_lr")
+        chosen = tuning.get(condition_key(*key), {}).get("chosen_server_lr")
         if chosen is not None and run.get("server_lr") is not None and float(run["server_lr"]) != float(chosen):
             continue
         grouped.setdefault(key, []).append(run)
@@ -264,14 +268,20 @@ def plot_iterative(res: Mapping[str, Any], bounds: Mapping[str, Any] | None, fol
     return paths
 
 
-def _plot_condition(ax: Any, runs: Sequence[Mapping[str, Any]], key: str, label: str) -> None:
-    """Mean over seeds per round, with a ± sd band where there is more than one seed."""
+def _by_round(runs: Sequence[Mapping[str, Any]], value_of: Any) -> dict[int, list[float]]:
+    """``{round: [value of every run that has one]}``, with ``value_of(round entry)`` (None = no value)."""
     by_round: dict[int, list[float]] = {}
     for run in runs:
         for entry in run["rounds"]:
-            value = entry["pooled_test"].get(key)
+            value = value_of(entry)
             if value is not None:
                 by_round.setdefault(int(entry["round"]), []).append(float(value))
+    return by_round
+
+
+def _plot_condition(ax: Any, runs: Sequence[Mapping[str, Any]], key: str, label: str) -> None:
+    """Mean over seeds per round, with a ± sd band where there is more than one seed."""
+    by_round = _by_round(runs, lambda entry: entry["pooled_test"].get(key))
     if not by_round:
         return
     xs = sorted(by_round)
@@ -293,12 +303,7 @@ def plot_moved(res: Mapping[str, Any], folder: Path, name: str) -> Path | None:
     fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.2), squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
         for (a, e, _), runs in grouped.items():
-            by_round: dict[int, list[float]] = {}
-            for run in runs:
-                for entry in run["rounds"]:
-                    value = entry.get("moved", {}).get(kind)
-                    if value is not None:
-                        by_round.setdefault(int(entry["round"]), []).append(float(value))
+            by_round = _by_round(runs, lambda entry, kind=kind: entry.get("moved", {}).get(kind))
             if by_round:
                 xs = sorted(by_round)
                 ax.plot(xs, [statistics.fmean(by_round[x]) for x in xs], marker="o", markersize=3,

@@ -83,19 +83,25 @@ def keep_tasks(dataset: MedicalImageDataset, tasks: Sequence[str]) -> MedicalIma
     ValueError
         If a record derives its boxes from its mask and detection is kept without segmentation.
     """
-    records = []
     for record in dataset.records:
         if record.boxes_from_mask and "detection" in tasks and "segmentation" not in tasks:
             raise ValueError(f"{record.origin}: boxes come from the mask; cannot keep detection without masks")
-        records.append(
-            dataclasses.replace(
-                record,
-                label=record.label if "classification" in tasks else None,
-                masks=record.masks if "segmentation" in tasks else None,
-                boxes=record.boxes if "detection" in tasks else None,
-                boxes_from_mask=record.boxes_from_mask and "detection" in tasks,
-            )
+    keep = tuple(task in tasks for task in ("classification", "segmentation", "detection"))
+    return _with_annotations(dataset, [keep] * len(dataset.records))
+
+
+def _with_annotations(dataset: MedicalImageDataset, keep: Sequence[Sequence[bool]]) -> MedicalImageDataset:
+    """A copy of ``dataset`` where record ``i`` keeps its label, masks and boxes where ``keep[i]`` says so."""
+    records = [
+        dataclasses.replace(
+            record,
+            label=record.label if label else None,
+            masks=record.masks if mask else None,
+            boxes=record.boxes if boxes else None,
+            boxes_from_mask=record.boxes_from_mask and boxes,
         )
+        for record, (label, mask, boxes) in zip(dataset.records, keep, strict=True)
+    ]
     out = copy.copy(dataset)
     out.records = records
     out.undecodable = set()
@@ -114,23 +120,11 @@ def withhold_annotations(dataset: MedicalImageDataset, fraction: float, seed: in
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"withheld fraction must be in [0, 1], got {fraction}")
-    records = []
-    for i, record in enumerate(dataset.records):
-        if record.boxes_from_mask:
-            raise ValueError(f"{record.origin}: boxes come from the mask; withhold them together or not at all")
-        keep = np.random.default_rng([seed, i]).random(3) >= fraction
-        records.append(
-            dataclasses.replace(
-                record,
-                label=record.label if keep[0] else None,
-                masks=record.masks if keep[1] else None,
-                boxes=record.boxes if keep[2] else None,
-            )
-        )
-    out = copy.copy(dataset)
-    out.records = records
-    out.undecodable = set()
-    return out
+    derived = next((r for r in dataset.records if r.boxes_from_mask), None)
+    if derived is not None:
+        raise ValueError(f"{derived.origin}: boxes come from the mask; withhold them together or not at all")
+    keep = [np.random.default_rng([seed, i]).random(3) >= fraction for i in range(len(dataset.records))]
+    return _with_annotations(dataset, keep)
 
 
 def task_clients(cfg: ExperimentConfig) -> list[SiteData]:

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from benchmarks.fl_comparison import __main__ as run_all
-from benchmarks.fl_comparison import iterative, one_shot_report
+from benchmarks.fl_comparison import bounds, iterative, one_shot_report
 from benchmarks.fl_comparison.bounds import parse_partition
 from benchmarks.fl_comparison.common import (
     HEADLINE_KEYS,
+    CostModel,
     begin_part,
     moved_by_kind,
     settings_of,
@@ -205,6 +206,32 @@ def test_estimate_only_prints_a_positive_estimate_and_trains_nothing(quick_run, 
     assert result["estimate_s"] > 0
     assert "estimated wall time" in capsys.readouterr().out
     assert not list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.slow
+def test_bounds_with_no_partitions_plan_the_centralized_model_only(quick_run, capsys):
+    # Prepare: --partitions given without values, at the learn scale's part name
+    argv = ["--quick", "--out", str(quick_run / "estimate"), "--cache-dir", str(quick_run / "cache"), "--estimate-only",
+            "--scale", "learn", "--partitions"]  # fmt: skip
+    # Execute
+    result = bounds.main(argv)
+    # Assert
+    printed = capsys.readouterr().out
+    assert result["estimate_s"] > 0
+    assert "[bounds_learn] estimated wall time" in printed and "local-only on 0 partitions" in printed
+
+
+def test_bounds_plan_counts_local_epochs_per_partition():
+    # Prepare: 1 s per training image, 0.5 s per evaluated image; 10 train and 4 val images
+    cost = CostModel(1.0, 0.5)
+    pooled = {"train": range(10), "val": range(4)}
+    # Execute
+    plans = [
+        bounds.plan_seconds(cost, argparse.Namespace(central_epochs=2, epochs=3, partitions=parts), pooled)
+        for parts in ([], ["site", "dirichlet:0.5"])
+    ]
+    # Assert: centralized 2 epochs alone, then 2 + 3 x 2 epochs
+    assert plans == [2 * (10 + 2), 8 * (10 + 2)]
 
 
 @pytest.mark.parametrize(
