@@ -47,11 +47,13 @@ _KEPT = ("classification/auc", "classification/sensitivity", "classification/spe
          "mean_score")  # fmt: skip
 
 
-def _load() -> list[float]:
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages (other jobs on the machine change what a time budget buys)."""
     return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-def _kept(metrics: dict) -> dict:
+def kept_metrics(metrics: dict) -> dict:
+    """The metrics the results files keep (None where a task is off)."""
     return {k: metrics.get(k) for k in _KEPT}
 
 
@@ -60,7 +62,7 @@ def run_arm(arm: str, config: Path, overrides: Sequence[str], budget: float, mim
     base = load_config(config, [*overrides, f"train.output_dir={work / arm}"])
     records = load_records(base.data)
     datasets = make_datasets(base.data, records, seed=base.train.seed)
-    record: dict = {"arm": arm, "load_before": _load(), "started": time.time()}
+    record: dict = {"arm": arm, "load_before": load_average(), "started": time.time()}
     extra: list[str] = [f"train.max_minutes={budget}"]
     if arm == "mim":
         mim = MimConfig(minutes=mim_minutes, lr=base.train.lr)
@@ -74,10 +76,10 @@ def run_arm(arm: str, config: Path, overrides: Sequence[str], budget: float, mim
     record.update(
         supervised_seconds=fitted.seconds,
         epochs=len(fitted.history.rows),
-        val_best=_kept(fitted.best_metrics),
-        test=_kept(fitted.test_metrics),
+        val_best=kept_metrics(fitted.best_metrics),
+        test=kept_metrics(fitted.test_metrics),
         val_auc_per_epoch=fitted.history.series("val/classification/auc"),
-        load_after=_load(),
+        load_after=load_average(),
         counts=describe_records(records),
     )
     return record

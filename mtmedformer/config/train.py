@@ -53,6 +53,9 @@ class TrainConfig:
     weight_decay: float = 0.05  # decoupled weight decay (AdamW) or L2 (SGD); not applied to norms/biases
     momentum: float = 0.9  # SGD momentum (ignored by AdamW)
     scheduler: Literal["cosine", "constant"] = "cosine"  # per-step schedule after warm-up
+    # what the cosine decays over: all `epochs` ("epochs"), or the `max_minutes` budget ("budget": the lr reaches
+    # 0 when time runs out, whichever of the two ends comes first), so a time-capped run still anneals
+    schedule_over: Literal["epochs", "budget"] = "epochs"
     warmup_steps: int = 20  # linear warm-up from 0 to lr, in optimisation steps
     grad_clip: float | None = 1.0  # max global gradient norm; None = no clipping
     max_minutes: float | None = None  # wall-clock training budget; stops mid-epoch when reached
@@ -84,5 +87,7 @@ class TrainConfig:
             raise FieldError("grad_clip", f"must be > 0 or null, got {self.grad_clip}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise FieldError("max_minutes", f"must be > 0 or null, got {self.max_minutes}")
+        if self.schedule_over == "budget" and self.max_minutes is None:
+            raise FieldError("schedule_over", "'budget' decays over max_minutes; set max_minutes or use 'epochs'")
         if self.threads is not None and self.threads < 1:
             raise FieldError("threads", f"must be >= 1 or null, got {self.threads}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -47,10 +49,22 @@ def build_optimizer(modules: dict[str, nn.Module], cfg: TrainConfig) -> torch.op
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    total_steps: int,
+    clock: Callable[[], float] = time.monotonic,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up for ``cfg.warmup_steps`` steps, then cosine decay to 0 at ``total_steps`` (or constant)."""
+    """Linear warm-up for ``cfg.warmup_steps`` steps, then cosine decay to 0 at ``total_steps`` (or constant).
+
+    With ``cfg.schedule_over == "budget"`` the cosine's progress is the larger of the step fraction and the
+    fraction of the ``cfg.max_minutes`` budget spent since this call (``clock``, seconds), so a run that the
+    budget stops early still ends at a small learning rate instead of mid-schedule (budget-aware decay, Li et
+    al., "Budgeted Training", ICLR 2020). The schedule is then tied to wall time, not to steps alone: the same
+    seed on a slower or busier machine gives a different schedule.
+    """
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    start = clock()
+    budget_s = 60.0 * cfg.max_minutes if cfg.schedule_over == "budget" and cfg.max_minutes else None
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -58,6 +72,8 @@ def build_scheduler(
         if cfg.scheduler == "constant":
             return 1.0
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if budget_s is not None:
+            progress = max(progress, min(1.0, (clock() - start) / budget_s))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.real_data.decode import decode_all
-from benchmarks.real_data.mini_mias import CLASSES, convert, main, parse_info, summary
+from benchmarks.real_data.mini_mias import CLASSES, breast_box, convert, main, parse_info, summary
 from mtmedformer.data.manifest import read_manifest
 from mtmedformer.errors import DataError
 
@@ -73,6 +73,46 @@ def test_resize_scales_circles(tmp_path: Path) -> None:
     rows = _rows(manifest)
     assert Image.open(tmp_path / "out" / rows["mdb001"]["image"]).size == (32, 32)
     assert json.loads(rows["mdb001"]["boxes"]) == [[6.0, 8.0, 14.0, 16.0]]
+
+
+def _film_with_breast(side: int = 128) -> np.ndarray:
+    """A dark film with a bright block "breast" at the right edge and a small bright label at the top left."""
+    film = np.full((side, side), 5, np.uint8)
+    film[20:108, 88:side] = 180
+    film[4:12, 4:20] = 250  # burned-in label, a separate region
+    return film
+
+
+def test_breast_box_is_the_largest_bright_region_not_the_label() -> None:
+    box = breast_box(_film_with_breast(), margin=0)
+
+    assert box == (88, 20, 128, 108)
+
+
+def test_breast_box_of_a_blank_film_names_the_option() -> None:
+    with pytest.raises(DataError, match="--crop-breast"):
+        breast_box(np.zeros((32, 32), np.uint8))
+
+
+def test_crop_breast_moves_and_stretches_the_circles(tmp_path: Path) -> None:
+    # Prepare: one film, lesion centre (100, 64 from the bottom) inside the breast, radius 6
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Info.txt").write_text("mdb001 G CIRC B 100 64 6\n")
+    Image.fromarray(_film_with_breast()).save(src / "mdb001.pgm")
+
+    # Execute
+    manifest = convert(src, tmp_path / "out", size=64, crop_breast=True)
+
+    # Assert: crop (88-8, 20-8, 128, 108+8) = 48 x 104 pixels, written at 64 x 64; row of the centre 128 - 64
+    rows = _rows(manifest)
+    (box,) = json.loads(rows["mdb001"]["boxes"])
+    sx, sy = 64 / 48, 64 / 104
+    expected = [(100 - 6 - 80) * sx, (64 - 6 - 12) * sy, (100 + 6 - 80) * sx, (64 + 6 - 12) * sy]
+    assert box == pytest.approx(expected, abs=0.01)
+    mask = np.asarray(Image.open(tmp_path / "out" / rows["mdb001"]["mask"])) > 0
+    assert mask[int((64 - 12) * sy), int((100 - 80) * sx)]  # the centre lands inside the written ellipse
+    assert mask.sum() == pytest.approx(np.pi * 6 * sx * 6 * sy, rel=0.15)
 
 
 @pytest.mark.parametrize(
