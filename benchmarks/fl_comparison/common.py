@@ -48,6 +48,8 @@ TASK_METRIC: dict[str, str] = {
 }
 METRIC_LABEL: dict[str, str] = {"segmentation": "Dice", "classification": "AUC", "detection": "mAP@0.5"}
 HEADLINE_KEYS: tuple[str, ...] = (*TASK_METRIC.values(), "mean_score")
+SCORES: tuple[tuple[str, str], ...] = (*TASK_METRIC.items(), ("mean", "mean_score"))  # (column, metric key)
+SCORE_LABEL: dict[str, str] = {**METRIC_LABEL, "mean": "mean"}  # column -> header
 
 
 SCALES = ("documented", "learn")

@@ -20,14 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from benchmarks.fl_comparison.common import MOVED_KINDS, TASK_METRIC, condition_key
-from benchmarks.fl_comparison.one_shot_report import (
-    SCORE_LABEL,
-    SCORES,
-    describe_differences,
-    mean_sd,
-    read_differences,
-)
+from benchmarks.fl_comparison.common import MOVED_KINDS, SCORE_LABEL, SCORES, TASK_METRIC, condition_key
+from benchmarks.fl_comparison.one_shot_report import describe_differences, mean_sd, read_differences
 from benchmarks.markdown import fmt, table
 
 STRATEGY_LABEL = {

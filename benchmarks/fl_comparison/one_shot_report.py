@@ -17,11 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from benchmarks.fl_comparison.common import METRIC_LABEL, TASK_METRIC
+from benchmarks.fl_comparison.common import METRIC_LABEL, SCORE_LABEL, SCORES, TASK_METRIC
 from benchmarks.markdown import table
 
-SCORES = (*TASK_METRIC.items(), ("mean", "mean_score"))
-SCORE_LABEL = {**METRIC_LABEL, "mean": "mean"}
 BEST = "best site"
 MERGE_LABEL = {
     "fedavg": "FedAvg of the site models",

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.fl_comparison.common import METRIC_LABEL, TASK_METRIC
+from benchmarks.fl_comparison.common import SCORE_LABEL, SCORES
 from benchmarks.fl_comparison.iterative_report import iterative_tables, moved_table, plot_iterative, plot_moved
 from benchmarks.fl_comparison.one_shot_report import claim_table, one_shot_tables, plot_one_shot
 from benchmarks.fl_comparison.task_split_report import task_split_tables
@@ -42,8 +42,6 @@ from benchmarks.markdown import fmt, table, update_doc
 PARTS = ("one_shot", "one_shot_learn", "task_split", "task_split_partial", "iterative", "iterative_learn", "bounds",
          "bounds_learn", "identity_check")
 ITERATIVE = {"iterative": "bounds", "iterative_learn": "bounds_learn"}  # iterative part -> bounds at its scale
-SCORES = (*TASK_METRIC.items(), ("mean", "mean_score"))
-SCORE_LABEL = {**METRIC_LABEL, "mean": "mean"}
 
 
 def load_parts(out: Path) -> dict[str, dict[str, Any]]:

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from benchmarks.fl_comparison.common import METRIC_LABEL, TASK_METRIC
+from benchmarks.fl_comparison.common import SCORE_LABEL, SCORES, TASK_METRIC
 from benchmarks.fl_comparison.one_shot_report import describe_differences, mean_sd, read_differences
 from benchmarks.markdown import table
 
-SCORES = (*TASK_METRIC.items(), ("mean", "mean_score"))
-SCORE_LABEL = {**METRIC_LABEL, "mean": "mean"}
 LABEL = {
     "fedavg_all": "FedAvg of all tensors",
     "fedavg_task": "FedAvg, heads per task",

@@ -43,6 +43,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "centralized_mammography.yaml"
 RESULTS = REPO_ROOT / "docs" / "results"
 _KEPT = ("classification/auc", "classification/sensitivity", "classification/specificity", "classification/n",
+         "classification/threshold", "classification/sensitivity_at_threshold",
+         "classification/specificity_at_threshold",
          "segmentation/dice", "segmentation/dice_lesion", "segmentation/n", "detection/map50", "detection/n_boxes",
          "mean_score")  # fmt: skip
 

@@ -4,6 +4,8 @@ Blocks (``<!-- BEGIN GENERATED: <name> -->`` ... ``<!-- END GENERATED: <name> --
 
 - ``sets``: one row per fetched set: images, patients and labelled / masked / boxed images per split;
 - ``kermany``: the published folders and file-name patterns, and the person numbers found in both folders;
+- ``real_gap``: per arm of :mod:`benchmarks.real_data.gap` (``real_gap.json``), data, input size, encoder
+  start and test metrics; ``real_transfer``: each transfer arm minus the same arm from scratch;
 - ``mim_<name>``: per arm of :mod:`benchmarks.real_data.mim_budget`, the test metrics, epochs and SimMIM
   steps, and the machine load around the arm.
 
@@ -65,6 +67,47 @@ def mim_table(results: Mapping[str, Any]) -> str:
     return table(header, rows)
 
 
+_GAP_METRICS = ("classification/auc", "classification/sensitivity_at_threshold",
+                "classification/specificity_at_threshold", "segmentation/dice", "segmentation/dice_lesion",
+                "detection/map50", "mean_score")  # fmt: skip
+
+
+def gap_table(results: Mapping[str, Any]) -> str:
+    """One row per arm of :mod:`benchmarks.real_data.gap`: data, input size, start, test metrics, epochs, load.
+
+    Sensitivity and specificity are at the threshold chosen on the validation split (stored in ``best.pt``).
+    """
+    rows = []
+    for arm, record in results.get("arms", {}).items():
+        test = record["test"]
+        rows.append([
+            f"`{arm}`", record["what"], str(record["image_size"]), record.get("pretrained_from") or "random",
+            *(fmt(test.get(k)) for k in _GAP_METRICS), str(record["epochs"]),
+            " / ".join(f"{v:.2f}" for v in record["load_before"][:1] + record["load_after"][:1]),
+        ])  # fmt: skip
+    header = ["arm", "what", "px", "encoder start", "AUC", "sens.", "spec.", "Dice", "Dice (lesion images)",
+              "mAP@0.5", "mean", "epochs", "load 1-min before / after"]  # fmt: skip
+    return table(header, rows)
+
+
+def transfer_table(results: Mapping[str, Any]) -> str:
+    """Each arm that starts from another arm's encoder against the same arm from scratch: test metric deltas."""
+    arms = results.get("arms", {})
+    rows = []
+    for arm, record in arms.items():
+        source = record.get("pretrained_from")
+        baseline = arms.get(arm.removesuffix(f"_from_{source}")) if source else None
+        if baseline is None:
+            continue
+        deltas = [_delta(record["test"].get(k), baseline["test"].get(k)) for k in _GAP_METRICS if "_at_" not in k]
+        rows.append([f"`{arm}` vs `{arm.removesuffix(f'_from_{source}')}`", *deltas])
+    return table(["arms", "ΔAUC", "ΔDice", "ΔDice (lesion images)", "ΔmAP@0.5", "Δmean"], rows)
+
+
+def _delta(value: float | None, baseline: float | None) -> str:
+    return "–" if value is None or baseline is None else f"{value - baseline:+.3f}"
+
+
 def tables(results: Path) -> dict[str, str]:
     """Every block that has its results file in ``results``."""
     out: dict[str, str] = {}
@@ -74,6 +117,10 @@ def tables(results: Path) -> dict[str, str]:
         out["sets"] = sets_table(sets)
         if "kermany" in sets and "official_folders" in sets["kermany"]:
             out["kermany"] = kermany_table(sets["kermany"])
+    gap_file = results / "real_gap.json"
+    if gap_file.exists():
+        gap = json.loads(gap_file.read_text())
+        out["real_gap"], out["real_transfer"] = gap_table(gap), transfer_table(gap)
     for path in sorted(results.glob("mim_*.json")):
         out[path.stem] = mim_table(json.loads(path.read_text()))
     return out

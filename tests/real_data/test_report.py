@@ -37,3 +37,28 @@ def test_blocks_are_filled_from_results(tmp_path: Path) -> None:
     assert "| numbers found in both train/ and test/ | 7 |" in text
     assert "| scratch | 0.500 | 0.250 | 0.125 | – | 0.375 | 3 | – | – | 1.00 / 2.00 |" in text
     assert "| mim | 0.500 | 0.250 | 0.125 | – | 0.375 | 3 | 11 | 0.500 | 1.00 / 2.00 |" in text
+
+
+def test_gap_and_transfer_blocks(tmp_path: Path) -> None:
+    # Prepare: a scratch arm and the same arm started from another arm's encoder
+    results = tmp_path / "results"
+    results.mkdir()
+    scratch = {**ARM, "what": "cropped", "image_size": 128, "pretrained_from": None}
+    better = {**TEST, "classification/auc": 0.75, "segmentation/dice": 0.5}
+    transfer = {**scratch, "test": better, "pretrained_from": "synthetic"}
+    arms = {"mias_crop": scratch, "mias_crop_from_synthetic": transfer}
+    (results / "real_gap.json").write_text(json.dumps({"arms": arms}))
+    doc = tmp_path / "doc.md"
+    doc.write_text("".join(f"<!-- BEGIN GENERATED: {b} -->\n<!-- END GENERATED: {b} -->\n"
+                           for b in ("real_gap", "real_transfer")))  # fmt: skip
+
+    # Execute
+    assert main(["--results", str(results), "--doc", str(doc)]) == 0
+
+    # Assert
+    text = doc.read_text()
+    assert "| `mias_crop` | cropped | 128 | random | 0.500 | – | – | 0.250 | 0.125 | – | 0.375 | 3 | 1.00 / 2.00 |" in (
+        text
+    )
+    assert "| `mias_crop_from_synthetic` | cropped | 128 | synthetic | 0.750 | – | – | 0.500 |" in text
+    assert "| `mias_crop_from_synthetic` vs `mias_crop` | +0.250 | +0.250 | +0.000 | – | +0.000 |" in text
