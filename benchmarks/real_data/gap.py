@@ -17,6 +17,9 @@ checkpoint):
     about 1.8x wider at the same input size.
 ``mias_crop_256``
     cropped, trained at 256 px (4x the tokens per image, so fewer epochs in the same budget).
+``kermany`` / ``mias_crop_from_kermany``
+    the shipped config on the Kermany chest X-rays (native loader; classification only, as the set has no
+    masks or boxes), and the cropped mini-MIAS arm started from that encoder: transfer between two real sets.
 ``synthetic_budget`` / ``mias_crop_budget``
     the cosine learning-rate decay spread over the 10-minute budget (``train.schedule_over: budget``) instead
     of over the config's 40 epochs, of which the budget allows far fewer (so the shipped schedule never
@@ -73,12 +76,16 @@ class Arm:
 
 _CROP = "mini-mias-crop512"
 _BUDGET = "train.schedule_over=budget"
+# Kermany has class labels only: the dense heads and the descriptor probe (which reads the masks) are off
+_KERMANY = ("data.classes=[normal,pneumonia]", "model.tasks=[classification]", "model.cls_descriptors=false")
 ARMS: dict[str, Arm] = {
     "synthetic": Arm("synthetic", what="shipped config, synthetic set"),
     "mias": Arm("mini-mias-512", what="shipped config, whole films"),
     "mias_crop": Arm(_CROP, what="films cropped to the breast"),
     "mias_crop_256": Arm(_CROP, ("data.image_size=256",), what="cropped, 256 px input"),
     "mias_crop_from_synthetic": Arm(_CROP, pretrained_from="synthetic", what="cropped, encoder from synthetic"),
+    "kermany": Arm("kermany", _KERMANY, what="Kermany chest X-rays, classification only"),
+    "mias_crop_from_kermany": Arm(_CROP, pretrained_from="kermany", what="cropped, encoder from Kermany"),
     "synthetic_budget": Arm("synthetic", (_BUDGET,), what="synthetic, cosine over the 10-minute budget"),
     "mias_crop_budget": Arm(_CROP, (_BUDGET,), what="cropped, cosine over the 10-minute budget"),
     "mias_crop_256_from_synthetic": Arm(
@@ -98,9 +105,14 @@ def arm_overrides(name: str, real_data: Path | None, work: Path) -> list[str]:
     """
     arm = ARMS[name]
     overrides: list[str] = []
-    if arm.data != "synthetic":
-        if real_data is None:
-            raise DataError(f"this arm trains on {arm.data}: pass --real-data, the folder that holds it")
+    if arm.data != "synthetic" and real_data is None:
+        raise DataError(f"this arm trains on {arm.data}: pass --real-data, the folder that holds it")
+    if arm.data == "kermany":
+        folder = real_data / "kermany"
+        if not (folder / "chest_xray").is_dir():
+            raise DataError("no chest_xray/ here; fetch the set as docs/real-data.md says", path=folder)
+        overrides += ["data.source=kermany", f"data.path={folder}"]
+    elif arm.data != "synthetic":
         manifest = real_data / arm.data / "manifest.csv"
         if not manifest.is_file():
             crop = " --crop-breast" if "crop" in arm.data else ""

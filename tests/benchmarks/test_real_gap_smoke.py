@@ -63,6 +63,8 @@ def test_synthetic_and_transfer_arms_are_recorded(tmp_path: Path) -> None:
 def test_missing_conversion_and_missing_source_arm_exit_2_with_what_to_run(tmp_path: Path, capsys) -> None:
     assert gap.main(_args(tmp_path, "mias_crop")) == 2
     assert "--crop-breast" in capsys.readouterr().err
+    assert gap.main(_args(tmp_path, "kermany")) == 2
+    assert "no chest_xray/" in capsys.readouterr().err
 
     _mias_stand_in(tmp_path / "mias-src")
     convert(tmp_path / "mias-src", tmp_path / "mini-mias-crop512", size=64, crop_breast=True)
