@@ -26,6 +26,7 @@ from mtmedformer.engine.loop import evaluate
 from mtmedformer.engine.seeding import seed_everything
 from mtmedformer.engine.setup import build_model_and_loss
 from mtmedformer.engine.trainer import make_loader
+from mtmedformer.engine.warm_start import load_pretrained_heads
 from mtmedformer.errors import ConfigError
 from mtmedformer.logs import setup_logging
 from mtmedformer.models.pretrained import load_pretrained_encoder
@@ -44,15 +45,18 @@ app = ServerApp()
 
 
 def initial_state(cfg: ExperimentConfig) -> ServerState:
-    """Round-0 state: the seeded initial global model, its encoder loaded from ``model.pretrained`` if set.
+    """Round-0 state: the seeded initial global model, started from ``model.pretrained`` if set.
 
-    Only the server reads the pretrained file: the sites receive its weights with the first round's message,
-    so a site needs neither the file nor a path to it.
+    The encoder comes from that file, and the task heads too with ``model.pretrained_heads``. Only the server
+    reads the file: the sites receive its weights with the first round's message, so a site needs neither the
+    file nor a path to it.
     """
     seed_everything(cfg.train.seed)
     model = build_model_and_loss(cfg).model
     if cfg.model.pretrained:
         load_pretrained_encoder(model.encoder, cfg.model.pretrained)
+    if cfg.model.pretrained_heads:
+        load_pretrained_heads(model, cfg.model.pretrained)
     return ServerState(round=0, global_state={k: v.clone() for k, v in model.state_dict().items()},
                        config=to_dict(cfg))
 

@@ -20,6 +20,9 @@ checkpoint):
 ``kermany`` / ``mias_crop_from_kermany``
     the shipped config on the Kermany chest X-rays (native loader; classification only, as the set has no
     masks or boxes), and the cropped mini-MIAS arm started from that encoder: transfer between two real sets.
+``mias_crop_finetune_synthetic``
+    the cropped arm started from the whole ``synthetic`` model, task heads included
+    (``model.pretrained_heads``): fine-tuning a model that already segments and detects phantom lesions.
 ``synthetic_budget`` / ``mias_crop_budget``
     the cosine learning-rate decay spread over the 10-minute budget (``train.schedule_over: budget``) instead
     of over the config's 40 epochs, of which the budget allows far fewer (so the shipped schedule never
@@ -72,10 +75,12 @@ class Arm:
     overrides: tuple[str, ...] = ()
     pretrained_from: str | None = None  # another arm whose best.pt starts the encoder
     what: str = ""
+    baseline: str | None = None  # the arm from scratch this transfer arm is compared with
 
 
 _CROP = "mini-mias-crop512"
 _BUDGET = "train.schedule_over=budget"
+_HEADS = "model.pretrained_heads=true"
 # Kermany has class labels only: the dense heads and the descriptor probe (which reads the masks) are off
 _KERMANY = ("data.classes=[normal,pneumonia]", "model.tasks=[classification]", "model.cls_descriptors=false")
 ARMS: dict[str, Arm] = {
@@ -83,13 +88,18 @@ ARMS: dict[str, Arm] = {
     "mias": Arm("mini-mias-512", what="shipped config, whole films"),
     "mias_crop": Arm(_CROP, what="films cropped to the breast"),
     "mias_crop_256": Arm(_CROP, ("data.image_size=256",), what="cropped, 256 px input"),
-    "mias_crop_from_synthetic": Arm(_CROP, pretrained_from="synthetic", what="cropped, encoder from synthetic"),
+    "mias_crop_from_synthetic": Arm(_CROP, pretrained_from="synthetic", what="cropped, encoder from synthetic",
+                                    baseline="mias_crop"),
+    "mias_crop_finetune_synthetic": Arm(_CROP, (_HEADS,), pretrained_from="synthetic", baseline="mias_crop",
+                                        what="cropped, whole model (encoder and heads) from synthetic"),
     "kermany": Arm("kermany", _KERMANY, what="Kermany chest X-rays, classification only"),
-    "mias_crop_from_kermany": Arm(_CROP, pretrained_from="kermany", what="cropped, encoder from Kermany"),
+    "mias_crop_from_kermany": Arm(_CROP, pretrained_from="kermany", what="cropped, encoder from Kermany",
+                                  baseline="mias_crop"),
     "synthetic_budget": Arm("synthetic", (_BUDGET,), what="synthetic, cosine over the 10-minute budget"),
     "mias_crop_budget": Arm(_CROP, (_BUDGET,), what="cropped, cosine over the 10-minute budget"),
     "mias_crop_256_from_synthetic": Arm(
-        _CROP, ("data.image_size=256",), pretrained_from="synthetic", what="cropped, 256 px, encoder from synthetic"
+        _CROP, ("data.image_size=256",), pretrained_from="synthetic", what="cropped, 256 px, encoder from synthetic",
+        baseline="mias_crop_256",
     ),
 }
 
@@ -137,7 +147,7 @@ def run_arm(name: str, config: Path, real_data: Path | None, work: Path, extra: 
     records = load_records(cfg.data)
     datasets = make_datasets(cfg.data, records, seed=cfg.train.seed)
     record: dict = {"what": arm.what, "data": arm.data, "overrides": [*arm.overrides],
-                    "pretrained_from": arm.pretrained_from, "load_before": load_average(),
+                    "pretrained_from": arm.pretrained_from, "baseline": arm.baseline, "load_before": load_average(),
                     "started": time.time()}  # fmt: skip
     fitted = fit(cfg, datasets["train"], datasets.get("val"), datasets.get("test"), overwrite=True)
     record.update(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fl_comparison.report import fmt, table, update_doc
+from benchmarks.real_data.gap import ARMS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,16 +92,16 @@ def gap_table(results: Mapping[str, Any]) -> str:
 
 
 def transfer_table(results: Mapping[str, Any]) -> str:
-    """Each arm that starts from another arm's encoder against the same arm from scratch: test metric deltas."""
+    """Each arm that starts from another arm's checkpoint minus its baseline arm from scratch: test metric deltas."""
     arms = results.get("arms", {})
     rows = []
     for arm, record in arms.items():
-        source = record.get("pretrained_from")
-        baseline = arms.get(arm.removesuffix(f"_from_{source}")) if source else None
+        name = record.get("baseline") or (ARMS[arm].baseline if arm in ARMS else None)  # older records lack it
+        baseline = arms.get(name) if name else None
         if baseline is None:
             continue
         deltas = [_delta(record["test"].get(k), baseline["test"].get(k)) for k in _GAP_METRICS if "_at_" not in k]
-        rows.append([f"`{arm}` vs `{arm.removesuffix(f'_from_{source}')}`", *deltas])
+        rows.append([f"`{arm}` vs `{name}`", *deltas])
     return table(["arms", "ΔAUC", "ΔDice", "ΔDice (lesion images)", "ΔmAP@0.5", "Δmean"], rows)
 
 

@@ -119,9 +119,13 @@ class ModelConfig:
     input_norm: InputNorm = "image"  # image = zero mean, unit variance per image before the encoder; none = as loaded
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     pretrained: str | None = None  # ViT checkpoint (timm/Hugging Face .safetensors/.pt) loaded into the encoder
+    # also start the task heads from `pretrained` when it is a best.pt of this project (same tasks): fine-tuning
+    pretrained_heads: bool = False
 
     def __post_init__(self) -> None:
         reject_non_finite(self)
+        if self.pretrained_heads and self.pretrained is None:
+            raise FieldError("pretrained_heads", "copies the heads of model.pretrained; set model.pretrained too")
         if self.pretrained is not None and self.arch != "vit":
             raise FieldError("pretrained", "loads a ViT checkpoint into the ViT encoder; set arch: vit or drop it")
         _one_of("arch", self.arch, ARCHS)

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mtmedformer.config import ExperimentConfig
+from mtmedformer.engine.warm_start import load_pretrained_heads
 from mtmedformer.errors import ConfigError
 from mtmedformer.losses import HybridLoss
 from mtmedformer.models import build_model
@@ -51,10 +52,15 @@ def build_model_and_loss(cfg: ExperimentConfig) -> TrainingObjects:
 
 
 def build_training_objects(cfg: ExperimentConfig, train_set: Dataset) -> TrainingObjects:
-    """Check the config against ``train_set``'s annotations, build model and loss, load ``model.pretrained``."""
+    """Check the config against ``train_set``'s annotations, build model and loss, load the checkpoints.
+
+    ``model.pretrained`` goes into the encoder; with ``model.pretrained_heads`` its task heads are copied too.
+    """
     counts = train_set.task_counts() if hasattr(train_set, "task_counts") else {}
     check_tasks_have_data(cfg, counts)
     objects = build_model_and_loss(cfg)
     if cfg.model.pretrained:
         load_pretrained_encoder(objects.model.encoder, cfg.model.pretrained)
+    if cfg.model.pretrained_heads:
+        load_pretrained_heads(objects.model, cfg.model.pretrained)
     return objects

@@ -39,6 +39,24 @@ def test_initial_global_model_starts_from_model_pretrained(tmp_path):
     assert not torch.equal(started["encoder.cls_token"], scratch["encoder.cls_token"])
 
 
+def test_initial_global_model_takes_the_heads_too_with_model_pretrained_heads(tmp_path):
+    # Prepare: a checkpoint whose heads differ from the seeded start
+    cfg = load_config(None, SMALL)
+    model = build_model_and_loss(cfg).model
+    with torch.no_grad():
+        for name, tensor in model.named_parameters():
+            if name.startswith("heads."):
+                tensor.add_(0.5)
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, config=cfg, model=model, epoch=1)
+    source = model.state_dict()
+    # Execute
+    started = initial_state(load_config(None, [*SMALL, f"model.pretrained={path}", "model.pretrained_heads=true"]))
+    # Assert: every head tensor is the checkpoint's
+    heads = [k for k in started.global_state if k.startswith("heads.")]
+    assert heads and all(torch.equal(started.global_state[k], source[k]) for k in heads)
+
+
 def test_missing_pretrained_file_stops_the_server_with_the_setting(tmp_path):
     with pytest.raises(ConfigError, match=r"model\.pretrained"):
         initial_state(load_config(None, [*SMALL, f"model.pretrained={tmp_path / 'gone.pt'}"]))

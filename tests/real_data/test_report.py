@@ -45,7 +45,7 @@ def test_gap_and_transfer_blocks(tmp_path: Path) -> None:
     results.mkdir()
     scratch = {**ARM, "what": "cropped", "image_size": 128, "pretrained_from": None}
     better = {**TEST, "classification/auc": 0.75, "segmentation/dice": 0.5}
-    transfer = {**scratch, "test": better, "pretrained_from": "synthetic"}
+    transfer = {**scratch, "test": better, "pretrained_from": "synthetic", "baseline": "mias_crop"}
     arms = {"mias_crop": scratch, "mias_crop_from_synthetic": transfer}
     (results / "real_gap.json").write_text(json.dumps({"arms": arms}))
     doc = tmp_path / "doc.md"
