@@ -79,23 +79,32 @@ def gap_table(results: Mapping[str, Any]) -> str:
     Sensitivity and specificity are at the threshold chosen on the validation split (stored in ``best.pt``).
     """
     rows = []
-    for arm, record in results.get("arms", {}).items():
+    for arm, record in _in_arm_order(results.get("arms", {})):
         test = record["test"]
+        start = record.get("pretrained_from") or "random"
+        if "model.pretrained_heads=true" in record.get("overrides", []):
+            start += " (whole model)"
         rows.append([
-            f"`{arm}`", record["what"], str(record["image_size"]), record.get("pretrained_from") or "random",
+            f"`{arm}`", record["what"], str(record["image_size"]), start,
             *(fmt(test.get(k)) for k in _GAP_METRICS), str(record["epochs"]),
             " / ".join(f"{v:.2f}" for v in record["load_before"][:1] + record["load_after"][:1]),
         ])  # fmt: skip
-    header = ["arm", "what", "px", "encoder start", "AUC", "sens.", "spec.", "Dice", "Dice (lesion images)",
+    header = ["arm", "what", "px", "start", "AUC", "sens.", "spec.", "Dice", "Dice (lesion images)",
               "mAP@0.5", "mean", "epochs", "load 1-min before / after"]  # fmt: skip
     return table(header, rows)
+
+
+def _in_arm_order(arms: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The recorded arms in :data:`~benchmarks.real_data.gap.ARMS` order (unknown names last), not run order."""
+    order = list(ARMS)
+    return sorted(arms.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
 
 
 def transfer_table(results: Mapping[str, Any]) -> str:
     """Each arm that starts from another arm's checkpoint minus its baseline arm from scratch: test metric deltas."""
     arms = results.get("arms", {})
     rows = []
-    for arm, record in arms.items():
+    for arm, record in _in_arm_order(arms):
         name = record.get("baseline") or (ARMS[arm].baseline if arm in ARMS else None)  # older records lack it
         baseline = arms.get(name) if name else None
         if baseline is None:

@@ -46,7 +46,8 @@ def test_gap_and_transfer_blocks(tmp_path: Path) -> None:
     scratch = {**ARM, "what": "cropped", "image_size": 128, "pretrained_from": None}
     better = {**TEST, "classification/auc": 0.75, "segmentation/dice": 0.5}
     transfer = {**scratch, "test": better, "pretrained_from": "synthetic", "baseline": "mias_crop"}
-    arms = {"mias_crop": scratch, "mias_crop_from_synthetic": transfer}
+    finetune = {**transfer, "overrides": ["model.pretrained_heads=true"]}
+    arms = {"mias_crop_finetune_synthetic": finetune, "mias_crop": scratch, "mias_crop_from_synthetic": transfer}
     (results / "real_gap.json").write_text(json.dumps({"arms": arms}))
     doc = tmp_path / "doc.md"
     doc.write_text("".join(f"<!-- BEGIN GENERATED: {b} -->\n<!-- END GENERATED: {b} -->\n"
@@ -62,3 +63,5 @@ def test_gap_and_transfer_blocks(tmp_path: Path) -> None:
     )
     assert "| `mias_crop_from_synthetic` | cropped | 128 | synthetic | 0.750 | – | – | 0.500 |" in text
     assert "| `mias_crop_from_synthetic` vs `mias_crop` | +0.250 | +0.250 | +0.000 | – | +0.000 |" in text
+    assert "| `mias_crop_finetune_synthetic` | cropped | 128 | synthetic (whole model) |" in text
+    assert text.index("| `mias_crop` |") < text.index("| `mias_crop_finetune_synthetic` |")  # ARMS order
