@@ -101,7 +101,7 @@ ARMS: dict[str, Arm] = {
                                   baseline="mias_crop"),
     "mias_crop_finetune_synthetic_lesion": Arm(
         _CROP, (_HEADS, "train.monitor=segmentation/dice_lesion"), pretrained_from="synthetic",
-        what="as the previous, best epoch by validation Dice on lesion images",
+        what="cropped, whole model from synthetic, best epoch by validation lesion-image Dice",
     ),
     "synthetic_budget": Arm("synthetic", (_BUDGET,), what="synthetic, cosine over the 10-minute budget"),
     "mias_crop_budget": Arm(_CROP, (_BUDGET,), what="cropped, cosine over the 10-minute budget"),
