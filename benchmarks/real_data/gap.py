@@ -144,19 +144,34 @@ def arm_overrides(name: str, real_data: Path | None, work: Path) -> list[str]:
     return [*overrides, *arm.overrides, f"train.output_dir={work / name}", "train.progress=false"]
 
 
-def run_arm(name: str, config: Path, real_data: Path | None, work: Path, extra: Sequence[str] = ()) -> dict:
+def record_name(arm: str, seed: int) -> str:
+    """The arm's key in the results (and its run folder): ``<arm>`` for seed 0, ``<arm>@seed<N>`` otherwise."""
+    return arm if seed == 0 else f"{arm}@seed{seed}"
+
+
+def base_arm(name: str) -> str:
+    """The :data:`ARMS` key of a results key (``mias_crop@seed1`` -> ``mias_crop``)."""
+    return name.split("@", 1)[0]
+
+
+def run_arm(
+    name: str, config: Path, real_data: Path | None, work: Path, extra: Sequence[str] = (), seed: int = 0
+) -> dict:
     """Train one arm and return its record (overrides, counts, load, epochs, best validation and test metrics).
 
     ``extra`` overrides come after the arm's own (so they win), e.g. thread counts or a smaller model in tests.
+    ``seed`` is ``train.seed`` (initial weights, data order, augmentation; the patient-level split keeps
+    ``data.split_seed``); a transfer arm still starts from its source arm's seed-0 checkpoint.
     """
     arm = ARMS[name]
-    overrides = [*arm_overrides(name, real_data, work), *extra]
+    overrides = [*arm_overrides(name, real_data, work), *extra, f"train.seed={seed}",
+                 f"train.output_dir={work / record_name(name, seed)}"]  # fmt: skip
     cfg = load_config(config, overrides)
     records = load_records(cfg.data)
     datasets = make_datasets(cfg.data, records, seed=cfg.train.seed)
     record: dict = {"what": arm.what, "data": arm.data, "overrides": [*arm.overrides],
                     "pretrained_from": arm.pretrained_from, "baseline": arm.baseline, "load_before": load_average(),
-                    "started": time.time()}  # fmt: skip
+                    "started": time.time(), "seed": seed}  # fmt: skip
     fitted = fit(cfg, datasets["train"], datasets.get("val"), datasets.get("test"), overwrite=True)
     record.update(
         seconds=fitted.seconds,
@@ -178,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override for every arm, after the arm's own")
+    parser.add_argument("--seed", type=int, default=0, help="train.seed; results key <arm>@seed<N> unless 0")
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "real-gap")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -189,8 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name in args.arm or list(ARMS):
         try:
-            record = run_arm(name, args.config, args.real_data, args.work, args.overrides)
-            results.setdefault("arms", {})[name] = {**record, "extra_overrides": list(args.overrides)}
+            record = run_arm(name, args.config, args.real_data, args.work, args.overrides, args.seed)
+            key = record_name(name, args.seed)
+            results.setdefault("arms", {})[key] = {**record, "extra_overrides": list(args.overrides)}
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fl_comparison.report import fmt, table, update_doc
-from benchmarks.real_data.gap import ARMS
+from benchmarks.real_data.gap import ARMS, base_arm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,7 +97,12 @@ def gap_table(results: Mapping[str, Any]) -> str:
 def _in_arm_order(arms: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The recorded arms in :data:`~benchmarks.real_data.gap.ARMS` order (unknown names last), not run order."""
     order = list(ARMS)
-    return sorted(arms.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+
+    def key(item: tuple[str, Any]) -> tuple[int, str]:
+        base = base_arm(item[0])
+        return (order.index(base) if base in order else len(order), item[0])
+
+    return sorted(arms.items(), key=key)
 
 
 def transfer_table(results: Mapping[str, Any]) -> str:
@@ -106,6 +111,8 @@ def transfer_table(results: Mapping[str, Any]) -> str:
     rows = []
     for arm, record in _in_arm_order(arms):
         name = record.get("baseline") or (ARMS[arm].baseline if arm in ARMS else None)  # older records lack it
+        if name and "@" in arm:
+            name += arm[arm.index("@"):]  # the baseline of the same seed
         baseline = arms.get(name) if name else None
         if baseline is None:
             continue

@@ -70,3 +70,11 @@ def test_missing_conversion_and_missing_source_arm_exit_2_with_what_to_run(tmp_p
     convert(tmp_path / "mias-src", tmp_path / "mini-mias-crop512", size=64, crop_breast=True)
     assert gap.main(_args(tmp_path, "mias_crop_from_synthetic")) == 2
     assert "run the arm 'synthetic' first" in capsys.readouterr().err
+
+
+def test_another_seed_is_recorded_beside_seed_0(tmp_path: Path) -> None:
+    assert gap.main([*_args(tmp_path, "synthetic"), "--seed", "1"]) == 0
+
+    results = json.loads((tmp_path / "gap.json").read_text())
+    assert list(results["arms"]) == ["synthetic@seed1"] and results["arms"]["synthetic@seed1"]["seed"] == 1
+    assert "seed: 1" in (tmp_path / "runs" / "synthetic@seed1" / "config.yaml").read_text()
