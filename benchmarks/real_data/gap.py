@@ -178,6 +178,8 @@ def run_arm(
         epochs=len(fitted.history.rows),
         image_size=cfg.data.image_size,
         val_best=kept_metrics(fitted.best_metrics),
+        val_lesion_dice_per_epoch=fitted.history.series("val/segmentation/dice_lesion"),
+        val_auc_per_epoch=fitted.history.series("val/classification/auc"),
         test=kept_metrics(fitted.test_metrics),
         load_after=load_average(),
         counts=describe_records(records),
