@@ -65,7 +65,10 @@ def test_run_config_reports_positive_finite_fields(heads, variant):
     ):
         assert _positive_finite(value)
     assert math.isfinite(result.rss_growth_mib) and result.rss_growth_mib >= 0
-    assert 0 < result.built_rss_mib <= result.peak_rss_mib
+    # the peak is over the timed steps only (its mark is reset after warm-up), so it may sit below the RSS
+    # measured right after building when warm-up memory was released: growth is clipped at 0, not negative
+    assert result.built_rss_mib > 0 and result.peak_rss_mib > 0
+    assert result.rss_growth_mib == pytest.approx(max(0.0, result.peak_rss_mib - result.built_rss_mib))
     assert _positive_finite(result.cpu_share)
     # a training step does the forward plus a backward of at least the same size
     assert result.train_flops_per_image >= 2 * result.forward_flops_per_image
