@@ -113,7 +113,7 @@ ARMS: dict[str, Arm] = {
 
 
 def arm_overrides(name: str, real_data: Path | None, work: Path) -> list[str]:
-    """The ``--set`` overrides that put the arm ``name`` on its data and start, its output under ``work/name``.
+    """The ``--set`` overrides that put the arm ``name`` on its data and start (source checkpoints under ``work``).
 
     Raises
     ------
@@ -141,7 +141,7 @@ def arm_overrides(name: str, real_data: Path | None, work: Path) -> list[str]:
         if not source.is_file():
             raise DataError(f"run the arm {arm.pretrained_from!r} first: this arm starts from its encoder", path=source)
         overrides.append(f"model.pretrained={source}")
-    return [*overrides, *arm.overrides, f"train.output_dir={work / name}", "train.progress=false"]
+    return [*overrides, *arm.overrides, "train.progress=false"]
 
 
 def record_name(arm: str, seed: int) -> str:
